@@ -1,0 +1,287 @@
+"""`ImageFolderDataModule`: the Keras `flow_from_directory` layout, ROOT/{train,val,test}/<class>/*."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from PIL import Image, UnidentifiedImageError
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+
+from transferlab.data.transforms import Augment, eval_transform, train_transform
+from transferlab.errors import TransferlabError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+Sample = tuple[Path, int]
+
+
+class ImageDataset(Dataset):
+    """(path, label) samples read with PIL as RGB (grayscale becomes 3 channels)."""
+
+    def __init__(self, samples: Sequence[Sample], transform):
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise TransferlabError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from None
+        return self.transform(image), label
+
+
+def scan_class_folders(split_dir: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image files of one split directory; empty class folders are an error."""
+    classes = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise TransferlabError(
+            f"{split_dir} has no class folders; expected {split_dir}/<class>/<image> (one folder per class)."
+        )
+    found = {}
+    for d in classes:
+        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+        if not files:
+            raise TransferlabError(
+                f"Class folder {d} has no images ({', '.join(IMG_EXTENSIONS)}); add images or remove the folder."
+            )
+        found[d.name] = files
+    return found
+
+
+def verify_images(paths: Sequence[Path]) -> None:
+    """Open every image header; a corrupt file is named in the error."""
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as exc:
+            raise TransferlabError(
+                f"Corrupt image {path} ({type(exc).__name__}: {exc}); remove or replace it "
+                "(or set dataset.verify_images=false to skip this check)."
+            ) from None
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Images in ROOT/train/<class>/*, ROOT/test/<class>/* and optional ROOT/val/<class>/*.
+
+    Without `val/`, a seeded stratified `val_fraction` of train is held out. `classes` selects a subset
+    (label = position in the list); `samples_per_class` keeps that many seeded training images per class.
+    Normalization comes from the backbone's `data_config` unless `mean`/`std` are set.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.2,
+        classes: Sequence[Any] | None = None,
+        samples_per_class: int | None = None,
+        augment: dict[str, Any] | Augment | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        multiprocessing_context: str | None = None,
+        verify_images: bool = True,
+        seed: int = 0,
+        data_config: dict[str, Any] | None = None,
+        name: str = "image_folder",
+    ):
+        super().__init__()
+        self.root = Path(str(root)).expanduser()
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.val_fraction = float(val_fraction)
+        self.requested_classes = [str(c) for c in classes] if classes is not None else None
+        self.samples_per_class = samples_per_class
+        self.augment = augment if isinstance(augment, Augment) else Augment(**dict(augment or {}))
+        config = dict(data_config or {})
+        self.mean = tuple(mean if mean is not None else config.get("mean", (0.5, 0.5, 0.5)))
+        self.std = tuple(std if std is not None else config.get("std", (0.5, 0.5, 0.5)))
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.multiprocessing_context = multiprocessing_context if self.num_workers > 0 else None
+        self.verify = bool(verify_images)
+        self.seed = int(seed)
+        self.name = name
+        self.splits: dict[str, list[Sample]] = {}
+        self.class_names: list[str] = []
+        self._hashes: dict[str, str] = {}
+
+    # ----------------------------------------------------------------- set-up
+    def prepare_root(self) -> None:
+        """Hook for data modules that materialize their folder first (e.g. digits)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.prepare_root()
+        train_dir = self._require_split_dir("train")
+        train = scan_class_folders(train_dir)
+        self.class_names = self._select_classes(list(train), train_dir)
+        index = {c: i for i, c in enumerate(self.class_names)}
+        pool = [(p, index[c]) for c in self.class_names for p in train[c]]
+
+        test_dir = self._require_split_dir("test")
+        test_classes = scan_class_folders(test_dir)
+        unknown = [c for c in test_classes if c not in train]
+        if unknown:
+            raise TransferlabError(
+                f"Test classes {unknown} in {test_dir} have no folder in {train_dir}; "
+                f"add them to train/ or remove them from test/ (train has {list(train)})."
+            )
+        test = [(p, index[c]) for c in self.class_names for p in test_classes.get(c, [])]
+
+        val_dir = self.root / "val"
+        if val_dir.is_dir():
+            val_classes = scan_class_folders(val_dir)
+            val = [(p, index[c]) for c in self.class_names for p in val_classes.get(c, [])]
+        else:
+            pool, val = self._stratified_split(pool)
+        train_samples = self._subsample(pool)
+        if self.verify:
+            verify_images([p for p, _ in train_samples + val + test])
+        self.splits = {"train": train_samples, "val": val, "test": test}
+        log.info(
+            "Data %s: %d classes, train %d, val %d, test %d images",
+            self.root, len(self.class_names), len(train_samples), len(val), len(test),
+        )
+
+    def _require_split_dir(self, split: str) -> Path:
+        if not self.root.is_dir():
+            raise TransferlabError(
+                f"dataset.root={self.root} does not exist; set dataset.root to a folder with "
+                "train/<class>/* and test/<class>/* images."
+            )
+        path = self.root / split
+        if not path.is_dir():
+            raise TransferlabError(
+                f"dataset.root={self.root} has no {split}/ folder; expected {self.root}/{split}/<class>/<image> "
+                "(Keras flow_from_directory layout)."
+            )
+        return path
+
+    def _select_classes(self, available: list[str], train_dir: Path) -> list[str]:
+        if self.requested_classes is None:
+            return available
+        missing = [c for c in self.requested_classes if c not in available]
+        if missing:
+            hint = did_you_mean(missing[0], available)
+            raise TransferlabError(
+                f"dataset.classes: {missing} not found in {train_dir}.{hint} Available: {available}."
+            )
+        return list(self.requested_classes)
+
+    def _stratified_split(self, pool: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise TransferlabError(
+                f"dataset.val_fraction={self.val_fraction} must be between 0 and 1 when {self.root} has no val/ folder."
+            )
+        labels = [y for _, y in pool]
+        try:
+            train, val = train_test_split(pool, test_size=self.val_fraction, stratify=labels, random_state=self.seed)
+        except ValueError as exc:
+            raise TransferlabError(
+                f"Cannot hold out dataset.val_fraction={self.val_fraction} of {len(pool)} training images per class "
+                f"({exc}); add images, change val_fraction, or provide {self.root}/val/."
+            ) from None
+        return sorted(train, key=_key), sorted(val, key=_key)
+
+    def _subsample(self, pool: list[Sample]) -> list[Sample]:
+        if not self.samples_per_class:
+            return pool
+        rng = random.Random(self.seed)
+        kept = []
+        for label in range(len(self.class_names)):
+            members = [s for s in pool if s[1] == label]
+            if len(members) < self.samples_per_class:
+                log.warning(
+                    "Class %s has %d training images, fewer than dataset.samples_per_class=%d; using all.",
+                    self.class_names[label], len(members), self.samples_per_class,
+                )
+            kept += rng.sample(members, min(len(members), self.samples_per_class))
+        return sorted(kept, key=_key)
+
+    # ----------------------------------------------------------------- access
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def transform(self, split: str, augment: bool = True):
+        if split == "train" and augment:
+            return train_transform(self.image_size, self.mean, self.std, self.augment)
+        return eval_transform(self.image_size, self.mean, self.std)
+
+    def dataset(self, split: str, augment: bool = True) -> ImageDataset:
+        self.setup()
+        return ImageDataset(self.splits[split], self.transform(split, augment))
+
+    def _loader(self, split: str, shuffle: bool, augment: bool = True) -> DataLoader:
+        return DataLoader(
+            self.dataset(split, augment),
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            multiprocessing_context=self.multiprocessing_context,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        """A deterministic loader over any split (evaluation transform, no shuffling)."""
+        return self._loader(split, shuffle=False, augment=False)
+
+    def split_hash(self, split: str) -> str:
+        """sha256 over the split's file list (relative paths), labels and file contents."""
+        if split not in self._hashes:
+            digest = hashlib.sha256()
+            for path, label in self.splits[split]:
+                digest.update(f"{path.relative_to(self.root)}|{label}|".encode())
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+            self._hashes[split] = digest.hexdigest()
+        return self._hashes[split]
+
+    def describe(self) -> dict[str, Any]:
+        """What the results record about the data."""
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "class_names": self.class_names,
+            "sizes": {k: len(v) for k, v in self.splits.items()},
+            "split_sha256": {k: self.split_hash(k) for k in self.splits},
+            "image_size": self.image_size,
+            "normalization": {"mean": list(self.mean), "std": list(self.std)},
+            "augment": self.augment.__dict__ | {"zoom": list(self.augment.zoom)},
+        }
+
+
+def _key(sample: Sample) -> tuple[str, int]:
+    return (str(sample[0]), sample[1])
+

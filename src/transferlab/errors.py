@@ -1,0 +1,20 @@
+"""User-facing errors: each message names the bad value, where it came from, and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TransferlabError(Exception):
+    """A mistake in the user's input or environment; printed as one line, without a traceback."""
+
+
+def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ' Did you mean a, b?' for close matches of `value` in `choices`, or ''."""
+    choices = list(choices)
+    close = difflib.get_close_matches(value, choices, n=n, cutoff=0.6)
+    if not close:
+        lowered = value.lower()
+        close = [c for c in choices if lowered in c.lower()][:n]
+    return f" Did you mean {', '.join(close)}?" if close else ""

@@ -1,0 +1,108 @@
+"""Frozen-backbone feature cache for feature extraction (linear probe)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from transferlab.backbones import Backbone
+from transferlab.backbones.weights import state_dict_sha256
+from transferlab.data.image_folder import ImageFolderDataModule
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+CACHE_FORMAT = 1
+
+
+class CachedFeatures(pl.LightningDataModule):
+    """Serves (features, label) batches computed once by the frozen backbone.
+
+    Each split's cache file is keyed by the backbone (name, kwargs, weights sha256), the split's
+    file-list-and-contents hash and the evaluation transform, so a stale cache is never used.
+    """
+
+    def __init__(self, datamodule: ImageFolderDataModule, backbone: Backbone, cache_dir: str | Path, device: str = "cpu"):
+        super().__init__()
+        self.datamodule = datamodule
+        self.backbone = backbone
+        self.cache_dir = Path(cache_dir)
+        self.device = device
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.hits: list[str] = []
+        self.misses: list[str] = []
+
+    def key(self, split: str) -> str:
+        dm = self.datamodule
+        ident = {
+            "format": CACHE_FORMAT,
+            "backbone": self.backbone.name,
+            "kwargs": self.backbone.kwargs,
+            "weights": state_dict_sha256(self.backbone.model.state_dict()),
+            "split": split,
+            "data": dm.split_hash(split),
+            "classes": dm.class_names,
+            "transform": repr(dm.transform(split, augment=False)),
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        self.datamodule.setup()
+        for split in SPLITS:
+            self.tensors[split] = self._load_or_compute(split)
+
+    def _load_or_compute(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        path = self.cache_dir / f"{split}-{self.key(split)}.pt"
+        if path.is_file():
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            self.hits.append(split)
+            log.info("Feature cache hit: %s (%s)", split, path.name)
+            return data["features"], data["labels"]
+        features, labels = self._compute(split)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
+        os.close(fd)
+        torch.save({"features": features, "labels": labels}, tmp)
+        os.replace(tmp, path)
+        self.misses.append(split)
+        log.info("Feature cache miss: computed %s features %s -> %s", split, tuple(features.shape), path.name)
+        return features, labels
+
+    @torch.no_grad()
+    def _compute(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        was_training = self.backbone.training
+        original = next(self.backbone.parameters()).device
+        self.backbone.eval().to(self.device)
+        features, labels = [], []
+        try:
+            for x, y in self.datamodule.eval_dataloader(split):
+                features.append(self.backbone(x.to(self.device)).float().cpu())
+                labels.append(y)
+        finally:
+            self.backbone.train(was_training).to(original)
+        return torch.cat(features), torch.cat(labels)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        features, labels = self.tensors[split]
+        dm = self.datamodule
+        batch_size = dm.batch_size if split == "train" else dm.eval_batch_size
+        return DataLoader(TensorDataset(features, labels), batch_size=batch_size, shuffle=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,245 @@
+"""`TransferModule`: backbone + new head + metrics, trained the way its strategy says."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
+
+from transferlab.backbones import Backbone
+from transferlab.strategies import TransferStrategy
+
+log = logging.getLogger(__name__)
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def build_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy, top-5 accuracy (more than 5 classes), macro F1 and expected calibration error."""
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "ece": MulticlassCalibrationError(num_classes, n_bins=15, norm="l1"),
+    }
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class TransferModule(pl.LightningModule):
+    """A backbone, a fresh linear head for `num_classes`, and the strategy that decides what trains.
+
+    Frozen backbone parts keep `requires_grad=False` (static strategies) or have their gradients
+    dropped before each optimizer step (gated strategies), and stay in eval mode (BatchNorm running
+    statistics untouched) unless `strategy.train_bn`.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: TransferStrategy,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        head_dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        class_names: list[str] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "strategy", "optimizer", "scheduler"])
+        strategy.check(backbone)
+        strategy.prepare(backbone)
+        self.backbone = backbone
+        self.strategy = strategy
+        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(backbone.num_features, num_classes))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.optimizer_factory = optimizer or _default_optimizer
+        self.scheduler_factory = scheduler
+        metrics = build_metrics(num_classes)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_acc_best = MaxMetric()
+        self.use_cached_features = False
+        self._frozen_ids: set[int] = set()
+        self._gated: list[nn.Parameter] = []
+        self._applied_epoch: int | None = None
+        self.apply_strategy(0)
+
+    # ------------------------------------------------------------ strategy
+    def apply_strategy(self, epoch: int) -> None:
+        """Set what trains at `epoch`: requires_grad or gates, and eval mode for frozen modules."""
+        trainable = self.strategy.trainable_parameters(self.backbone, epoch)
+        params = list(self.backbone.parameters())
+        frozen = [p for p in params if id(p) not in trainable]
+        for p in params:
+            p.requires_grad_(True if self.strategy.gated else id(p) in trainable)
+        self._gated = frozen if self.strategy.gated else []
+        changed = {id(p) for p in frozen} != self._frozen_ids or self._applied_epoch is None
+        self._frozen_ids = {id(p) for p in frozen}
+        self._applied_epoch = epoch
+        if self.training:
+            self._set_frozen_modes()
+        if changed:
+            info = self.strategy_summary()
+            log.info(
+                "Epoch %d, strategy %s: frozen stages %s (%d params); trainable backbone params %d; %s",
+                epoch, self.strategy.name, info["frozen_stages"] or "none", info["frozen_params"],
+                info["trainable_backbone_params"], info["bn_policy"],
+            )
+
+    def train(self, mode: bool = True) -> TransferModule:
+        super().train(mode)
+        if mode:
+            self._set_frozen_modes()
+        return self
+
+    def _set_frozen_modes(self) -> None:
+        frozen = self._frozen_ids
+
+        def visit(module: nn.Module) -> None:
+            own = list(module.parameters())
+            if own and all(id(p) in frozen for p in own):
+                module.eval()
+                if self.strategy.train_bn:
+                    for m in module.modules():
+                        if isinstance(m, _BN):
+                            m.train()
+                return
+            for child in module.children():
+                visit(child)
+
+        visit(self.backbone)
+
+    def frozen_parameter_names(self) -> list[str]:
+        return [n for n, p in self.backbone.named_parameters() if id(p) in self._frozen_ids]
+
+    def strategy_summary(self) -> dict[str, Any]:
+        """Per-stage trainable parameters, frozen stages and the BatchNorm policy."""
+        stages = []
+        for stage, params in zip(self.backbone.stages, self.backbone.stage_parameters(), strict=True):
+            trainable = sum(p.numel() for p in params if id(p) not in self._frozen_ids)
+            stages.append({"name": stage.name, "params": sum(p.numel() for p in params), "trainable": trainable})
+        frozen_params = sum(p.numel() for p in self.backbone.parameters() if id(p) in self._frozen_ids)
+        backbone_total = sum(p.numel() for p in self.backbone.parameters())
+        return {
+            "name": self.strategy.name,
+            "config": self.strategy.config(),
+            "stages": stages,
+            "frozen_stages": [s["name"] for s in stages if s["trainable"] == 0],
+            "frozen_params": frozen_params,
+            "trainable_backbone_params": backbone_total - frozen_params,
+            "bn_policy": (
+                "frozen BatchNorm layers train (running statistics updated)"
+                if self.strategy.train_bn
+                else "frozen BatchNorm layers in eval mode (running statistics untouched)"
+            ),
+            "lr_scales": self.strategy.lr_scales(len(stages)),
+            "gated": self.strategy.gated,
+        }
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameters now, the head included."""
+        total = sum(p.numel() for p in self.backbone.parameters()) + sum(p.numel() for p in self.head.parameters())
+        frozen = sum(p.numel() for p in self.backbone.parameters() if id(p) in self._frozen_ids)
+        return total - frozen, total
+
+    # -------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = x if self.use_cached_features else self.backbone(x)
+        return self.head(features)
+
+    def _step(self, batch: Any, stage: str, metrics: MetricCollection) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        metrics.update(logits.detach().softmax(dim=-1), y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_metrics)
+
+    # ---------------------------------------------------------------- hooks
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self.apply_strategy(self.current_epoch)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        for p in self._gated:  # gated (frozen) parameters: no update, no weight decay, no optimizer state
+            p.grad = None
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_metrics["acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["transferlab"] = {"strategy": self.strategy.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("transferlab", {})
+        if "strategy" in state:
+            self.strategy.load_state_dict(state["strategy"])
+
+    # ------------------------------------------------------------ optimizer
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One group per backbone stage (lr scaled by the strategy) and one for the head, each split
+        into decayed and non-decayed (biases, norms) parameters. Static strategies list trainable
+        parameters only; gated ones list everything from step 0."""
+        base_lr, weight_decay = _optimizer_defaults(self.optimizer_factory)
+        include = (lambda p: True) if self.strategy.gated else (lambda p: p.requires_grad)
+        stages = self.backbone.stage_parameters()
+        scales = self.strategy.lr_scales(len(stages))
+        groups: list[dict[str, Any]] = []
+        staged: set[int] = set()
+        for i, (stage, params) in enumerate(zip(self.backbone.stages, stages, strict=True)):
+            staged |= {id(p) for p in params}
+            groups += _split_decay([p for p in params if include(p)], base_lr * scales[i], weight_decay, f"backbone.{stage.name}")
+        extra = [p for p in self.backbone.parameters() if id(p) not in staged and include(p)]
+        groups += _split_decay(extra, base_lr, weight_decay, "backbone.adapters")
+        groups += _split_decay(list(self.head.parameters()), base_lr * self.strategy.head_lr_mult, weight_decay, "head")
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.param_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _default_optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+
+
+def _optimizer_defaults(factory: Callable[..., Any]) -> tuple[float, float]:
+    keywords = getattr(factory, "keywords", {}) or {}
+    return float(keywords.get("lr", 1e-3)), float(keywords.get("weight_decay", 0.01))
+
+
+def _split_decay(params: list[nn.Parameter], lr: float, weight_decay: float, name: str) -> list[dict[str, Any]]:
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "name": name})
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}.no_decay"})
+    return groups

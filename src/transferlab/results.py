@@ -1,0 +1,98 @@
+"""The per-run record (`results.json`), what it says about the environment, and its atomic writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_FILE = "results.json"
+PACKAGES = (
+    "transferlab", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "timm",
+    "torchmetrics", "wandb", "scikit-learn", "numpy", "pandas", "peft", "safetensors",
+)
+SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and the packages a run depends on."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["cuda"] = torch.version.cuda
+    return versions
+
+
+def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Revision and dirty flag of the git checkout at `path` (the launch directory by default)."""
+    cwd = str(path or os.getcwd())
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return {"revision": None, "dirty": None}
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        return {"revision": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None, "dirty": None}
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated when CUDA was used, else the process's peak resident memory."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def redact(value: Any) -> Any:
+    """Replace values of secret-looking keys and any secret from the environment by '***'."""
+    secrets = [v for k, v in os.environ.items() if any(m in k.upper() for m in SECRET_MARKERS) and len(v) >= 6]
+
+    def walk(obj: Any, key: str = "") -> Any:
+        if isinstance(obj, dict):
+            return {k: walk(v, str(k)) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [walk(v, key) for v in obj]
+        if isinstance(obj, str):
+            if any(m in key.upper() for m in SECRET_MARKERS) and obj:
+                return "***"
+            for secret in secrets:
+                obj = obj.replace(secret, "***")
+        return obj
+
+    return walk(value)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON through a temporary file in the same folder and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(redact(data), f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,90 @@
+"""`TransferStrategy`: decides what trains, with which learning rates, and when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from transferlab.backbones import Backbone
+from transferlab.errors import TransferlabError
+
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+class TransferStrategy:
+    """Base class: everything trains. Subclasses override one hook each.
+
+    - `trainable_stages(n, epoch)`: indices of backbone stages that train at `epoch`.
+    - `trainable_parameters(backbone, epoch)`: the parameter objects that train (default: those stages).
+    - `lr_scales(n)`: learning-rate multiplier per stage (baked into each param group's `lr`).
+    - `prepare(backbone)`: change the backbone once before training (e.g. inject adapters).
+
+    `gated=True` strategies change the trainable set during training: all parameters are then in the
+    optimizer from step 0 and the frozen ones are gated (their gradients dropped), so schedulers,
+    checkpoint resume and DDP keep working.
+    """
+
+    name = "base"
+    gated = False
+    random_init = False
+    uses_cached_features = False
+
+    def __init__(
+        self,
+        name: str | None = None,
+        train_bn: bool = False,
+        backbone_lr_mult: float = 1.0,
+        head_lr_mult: float = 1.0,
+    ):
+        if name is not None and name != self.name:
+            raise TransferlabError(
+                f"strategy.name={name} does not match the class {type(self).__name__} ('{self.name}'); "
+                f"set strategy.name={self.name} or pick the matching _target_."
+            )
+        self.train_bn = bool(train_bn)
+        self.backbone_lr_mult = float(backbone_lr_mult)
+        self.head_lr_mult = float(head_lr_mult)
+
+    # ------------------------------------------------------------------ hooks
+    def prepare(self, backbone: Backbone) -> None:
+        """Modify the backbone once before training; default: nothing."""
+
+    def trainable_stages(self, n_stages: int, epoch: int) -> set[int]:
+        return set(range(n_stages))
+
+    def trainable_parameters(self, backbone: Backbone, epoch: int) -> set[int]:
+        """ids of the backbone parameters that train at `epoch`."""
+        stages = backbone.stage_parameters()
+        chosen = self.trainable_stages(len(stages), epoch)
+        ids = {id(p) for i in chosen for p in stages[i]}
+        staged = {id(p) for ps in stages for p in ps}
+        # Parameters outside every stage (rare) follow the last stage.
+        if len(stages) - 1 in chosen:
+            ids |= {id(p) for p in backbone.parameters() if id(p) not in staged}
+        return ids
+
+    def lr_scales(self, n_stages: int) -> list[float]:
+        return [self.backbone_lr_mult] * n_stages
+
+    # --------------------------------------------------------------- records
+    def config(self) -> dict[str, Any]:
+        """The strategy's settings, as recorded in results and checkpoints."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise TransferlabError(
+                f"The checkpoint was written by strategy '{state.get('name')}', this run uses '{self.name}'; "
+                f"resume with strategy={state.get('name')} or start a new run."
+            )
+
+    def check(self, backbone: Backbone) -> None:
+        """Validate settings against the backbone; raise `TransferlabError` with the fix."""
+
+    def export_model(self, backbone: Backbone) -> nn.Module:
+        """The plain model to export as the trained backbone."""
+        return backbone.model

@@ -1,0 +1,97 @@
+"""The static strategies: linear probe, partial, full, scratch and BitFit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transferlab.backbones import Backbone
+from transferlab.errors import TransferlabError
+from transferlab.strategies.base import NORM_TYPES, TransferStrategy
+
+
+class LinearProbe(TransferStrategy):
+    """Feature extraction: the whole backbone is frozen and in eval mode; only the head trains.
+
+    `cache_features` (None = automatic: on when training augmentation is off) computes the frozen
+    features once, caches them on disk and trains the head on the cache.
+    """
+
+    name = "linear_probe"
+
+    def __init__(self, cache_features: bool | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cache_features = cache_features
+
+    def trainable_stages(self, n_stages: int, epoch: int) -> set[int]:
+        return set()
+
+
+class Partial(TransferStrategy):
+    """The last `trainable_stages` stages and the head train; earlier stages are frozen (BN in eval)."""
+
+    name = "partial"
+
+    def __init__(self, trainable_stages: int = 1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.k = int(trainable_stages)
+
+    def check(self, backbone: Backbone) -> None:
+        n = len(backbone.stages)
+        if not 0 <= self.k <= n:
+            names = ", ".join(f"{i}:{s.name}" for i, s in enumerate(backbone.stages))
+            raise TransferlabError(
+                f"strategy.trainable_stages={self.k} but backbone '{backbone.name}' has {n} stages ({names}); "
+                f"choose 0..{n} (0 = head only, {n} = everything)."
+            )
+
+    def trainable_stages(self, n_stages: int, epoch: int) -> set[int]:
+        return set(range(n_stages - self.k, n_stages))
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        config["trainable_stages"] = config.pop("k")
+        return config
+
+
+class Full(TransferStrategy):
+    """Everything trains; `backbone_lr_mult` lowers the backbone's learning rate and `layer_decay`
+    multiplies it by `layer_decay ** (distance from the last stage)` (layer-wise lr decay)."""
+
+    name = "full"
+
+    def __init__(self, layer_decay: float = 1.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.layer_decay = float(layer_decay)
+
+    def check(self, backbone: Backbone) -> None:
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise TransferlabError(f"strategy.layer_decay={self.layer_decay} must be in (0, 1]; 1 disables it.")
+
+    def lr_scales(self, n_stages: int) -> list[float]:
+        return [self.backbone_lr_mult * self.layer_decay ** (n_stages - 1 - i) for i in range(n_stages)]
+
+
+class Scratch(Full):
+    """The no-transfer baseline: random initialisation (backbone.pretrained is ignored), all trains."""
+
+    name = "scratch"
+    random_init = True
+
+
+class BitFit(TransferStrategy):
+    """Only bias terms (and, with `train_norm`, normalization weights and biases) plus the head train."""
+
+    name = "bitfit"
+
+    def __init__(self, train_norm: bool = True, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.train_norm = bool(train_norm)
+
+    def trainable_parameters(self, backbone: Backbone, epoch: int) -> set[int]:
+        ids = set()
+        for module in backbone.modules():
+            is_norm = isinstance(module, NORM_TYPES)
+            for pname, p in module.named_parameters(recurse=False):
+                if (is_norm and self.train_norm) or (not is_norm and pname == "bias"):
+                    ids.add(id(p))
+        return ids
