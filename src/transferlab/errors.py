@@ -18,3 +18,19 @@ def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:
         lowered = value.lower()
         close = [c for c in choices if lowered in c.lower()][:n]
     return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def instantiate(config, *args, **kwargs):
+    """`hydra.utils.instantiate` that lets a `TransferlabError` through unwrapped (one clear line)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(config, *args, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, TransferlabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise

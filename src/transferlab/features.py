@@ -29,7 +29,13 @@ class CachedFeatures(pl.LightningDataModule):
     file-list-and-contents hash and the evaluation transform, so a stale cache is never used.
     """
 
-    def __init__(self, datamodule: ImageFolderDataModule, backbone: Backbone, cache_dir: str | Path, device: str = "cpu"):
+    def __init__(
+        self,
+        datamodule: ImageFolderDataModule,
+        backbone: Backbone,
+        cache_dir: str | Path,
+        device: str = "cpu",
+    ):
         super().__init__()
         self.datamodule = datamodule
         self.backbone = backbone

@@ -89,8 +89,12 @@ class TransferModule(pl.LightningModule):
             info = self.strategy_summary()
             log.info(
                 "Epoch %d, strategy %s: frozen stages %s (%d params); trainable backbone params %d; %s",
-                epoch, self.strategy.name, info["frozen_stages"] or "none", info["frozen_params"],
-                info["trainable_backbone_params"], info["bn_policy"],
+                epoch,
+                self.strategy.name,
+                info["frozen_stages"] or "none",
+                info["frozen_params"],
+                info["trainable_backbone_params"],
+                info["bn_policy"],
             )
 
     def train(self, mode: bool = True) -> TransferModule:
@@ -124,7 +128,9 @@ class TransferModule(pl.LightningModule):
         stages = []
         for stage, params in zip(self.backbone.stages, self.backbone.stage_parameters(), strict=True):
             trainable = sum(p.numel() for p in params if id(p) not in self._frozen_ids)
-            stages.append({"name": stage.name, "params": sum(p.numel() for p in params), "trainable": trainable})
+            stages.append(
+                {"name": stage.name, "params": sum(p.numel() for p in params), "trainable": trainable}
+            )
         frozen_params = sum(p.numel() for p in self.backbone.parameters() if id(p) in self._frozen_ids)
         backbone_total = sum(p.numel() for p in self.backbone.parameters())
         return {
@@ -145,7 +151,9 @@ class TransferModule(pl.LightningModule):
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters now, the head included."""
-        total = sum(p.numel() for p in self.backbone.parameters()) + sum(p.numel() for p in self.head.parameters())
+        total = sum(p.numel() for p in self.backbone.parameters()) + sum(
+            p.numel() for p in self.head.parameters()
+        )
         frozen = sum(p.numel() for p in self.backbone.parameters() if id(p) in self._frozen_ids)
         return total - frozen, total
 
@@ -211,10 +219,14 @@ class TransferModule(pl.LightningModule):
         staged: set[int] = set()
         for i, (stage, params) in enumerate(zip(self.backbone.stages, stages, strict=True)):
             staged |= {id(p) for p in params}
-            groups += _split_decay([p for p in params if include(p)], base_lr * scales[i], weight_decay, f"backbone.{stage.name}")
+            groups += _split_decay(
+                [p for p in params if include(p)], base_lr * scales[i], weight_decay, f"backbone.{stage.name}"
+            )
         extra = [p for p in self.backbone.parameters() if id(p) not in staged and include(p)]
         groups += _split_decay(extra, base_lr, weight_decay, "backbone.adapters")
-        groups += _split_decay(list(self.head.parameters()), base_lr * self.strategy.head_lr_mult, weight_decay, "head")
+        groups += _split_decay(
+            list(self.head.parameters()), base_lr * self.strategy.head_lr_mult, weight_decay, "head"
+        )
         return groups
 
     def configure_optimizers(self) -> Any:
@@ -234,7 +246,9 @@ def _optimizer_defaults(factory: Callable[..., Any]) -> tuple[float, float]:
     return float(keywords.get("lr", 1e-3)), float(keywords.get("weight_decay", 0.01))
 
 
-def _split_decay(params: list[nn.Parameter], lr: float, weight_decay: float, name: str) -> list[dict[str, Any]]:
+def _split_decay(
+    params: list[nn.Parameter], lr: float, weight_decay: float, name: str
+) -> list[dict[str, Any]]:
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     groups = []

@@ -17,8 +17,20 @@ import torch
 
 RESULTS_FILE = "results.json"
 PACKAGES = (
-    "transferlab", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "timm",
-    "torchmetrics", "wandb", "scikit-learn", "numpy", "pandas", "peft", "safetensors",
+    "transferlab",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "hydra-core",
+    "omegaconf",
+    "timm",
+    "torchmetrics",
+    "wandb",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "peft",
+    "safetensors",
 )
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 
@@ -39,11 +51,17 @@ def git_info(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Revision and dirty flag of the git checkout at `path` (the launch directory by default)."""
     cwd = str(path or os.getcwd())
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
         if rev.returncode != 0:
             return {"revision": None, "dirty": None}
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return {"revision": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
@@ -60,7 +78,9 @@ def peak_memory_mb() -> float:
 
 def redact(value: Any) -> Any:
     """Replace values of secret-looking keys and any secret from the environment by '***'."""
-    secrets = [v for k, v in os.environ.items() if any(m in k.upper() for m in SECRET_MARKERS) and len(v) >= 6]
+    secrets = [
+        v for k, v in os.environ.items() if any(m in k.upper() for m in SECRET_MARKERS) and len(v) >= 6
+    ]
 
     def walk(obj: Any, key: str = "") -> Any:
         if isinstance(obj, dict):

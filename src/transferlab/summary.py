@@ -16,10 +16,14 @@ def print_summary(record: dict[str, Any], out: Path) -> None:
     table.add_column(style="bold cyan")
     table.add_column()
     table.add_row("strategy", str(record["strategy"]))
-    table.add_row("backbone", f"{record['backbone']} (weights: {(record.get('weights') or {}).get('source', '?')})")
+    table.add_row(
+        "backbone", f"{record['backbone']} (weights: {(record.get('weights') or {}).get('source', '?')})"
+    )
     table.add_row("dataset", f"{record['dataset']} ({len(record.get('class_names') or [])} classes)")
     if record.get("trainable_params") is not None:
-        table.add_row("parameters", f"{record['trainable_params']:,} trainable / {record['total_params']:,} total")
+        table.add_row(
+            "parameters", f"{record['trainable_params']:,} trainable / {record['total_params']:,} total"
+        )
     for key, value in record.get("metrics", {}).items():
         table.add_row(key, f"{value:.4f}")
     if record.get("train_seconds") is not None:

@@ -1,13 +1,12 @@
 """Hydra entry point: compose -> instantiate -> fit -> test (best checkpoint) -> results.json.
 
-    python -m transferlab.train [overrides]        (also: transferlab-train)
+python -m transferlab.train [overrides]        (also: transferlab-train)
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -20,13 +19,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
 from transferlab.data import ImageFolderDataModule
-from transferlab.errors import TransferlabError
+from transferlab.errors import TransferlabError, instantiate
 from transferlab.features import CachedFeatures
 from transferlab.module import TransferModule
 from transferlab.results import RESULTS_FILE, git_info, package_versions, peak_memory_mb, write_json_atomic
@@ -82,13 +80,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["train_seconds"] = round(time.perf_counter() - started, 3)
         record["trainable_params"], record["total_params"] = module.parameter_counts()
         record["strategy_details"] = module.strategy_summary()
+        fit_metrics = _metrics(trainer, ("val/acc_best",))
         best = _best_checkpoint(trainer)
         record["best_checkpoint"] = best
         trainer.test(module, datamodule=fit_data, ckpt_path=best, verbose=False)
-        record["metrics"] = _metrics(trainer)
+        record["metrics"] = {**_metrics(trainer, ("test/",)), **fit_metrics}
         record["epochs"] = trainer.current_epoch
         if trainer.is_global_zero:
-            record["export"] = export_backbone(strategy.export_model(backbone), out, _export_meta(cfg, backbone, datamodule, record))
+            record["export"] = export_backbone(
+                strategy.export_model(backbone), out, _export_meta(cfg, backbone, datamodule, record)
+            )
         record["status"] = "ok"
     except TransferlabError as exc:
         record.update(status="failed", error=str(exc))
@@ -158,7 +159,9 @@ def _check_output_dir(out: Path) -> None:
 def _check_launch(cfg: DictConfig) -> None:
     strategy = cfg.trainer.get("strategy")
     name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
-    spawn = "spawn" in str(name) or (not isinstance(strategy, str) and strategy and strategy.get("start_method") == "spawn")
+    spawn = "spawn" in str(name) or (
+        not isinstance(strategy, str) and strategy and strategy.get("start_method") == "spawn"
+    )
     if is_multirun() and "ddp" in str(name).lower() and not spawn:
         raise TransferlabError(
             f"trainer.strategy={name} cannot run inside a Hydra multirun (-m): Lightning re-launches the command "
@@ -192,13 +195,17 @@ def _maybe_cache_features(cfg, strategy, module, datamodule, record) -> pl.Light
     if cache is None:
         cache = not augment_on
     elif cache and augment_on:
-        log.warning("strategy.cache_features=true: training augmentation is ignored (features are cached once).")
+        log.warning(
+            "strategy.cache_features=true: training augmentation is ignored (features are cached once)."
+        )
     record["feature_cache"] = {"enabled": bool(cache)}
     if not cache:
         return datamodule
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     device = "cuda" if torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto") else "cpu"
-    cached = CachedFeatures(datamodule, module.backbone, Path(cfg.paths.cache_dir) / "features", device=device)
+    cached = CachedFeatures(
+        datamodule, module.backbone, Path(cfg.paths.cache_dir) / "features", device=device
+    )
     cached.setup()
     module.use_cached_features = True
     record["feature_cache"].update(hits=cached.hits, misses=cached.misses, dir=str(cached.cache_dir))
@@ -251,8 +258,7 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     return None
 
 
-def _metrics(trainer: pl.Trainer) -> dict[str, float]:
-    keep = ("test/", "val/acc_best")
+def _metrics(trainer: pl.Trainer, keep: tuple[str, ...]) -> dict[str, float]:
     return {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(keep)}
 
 

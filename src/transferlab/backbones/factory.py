@@ -45,7 +45,11 @@ def create_backbone(
     num_features = _check_forward(model, name, in_chans, image_size)
     if name in BUILTINS:
         stages = declared_stages(model, model.stage_names)
-        data_config = {"mean": (0.5,) * in_chans, "std": (0.5,) * in_chans, "input_size": (in_chans, image_size, image_size)}
+        data_config = {
+            "mean": (0.5,) * in_chans,
+            "std": (0.5,) * in_chans,
+            "input_size": (in_chans, image_size, image_size),
+        }
     else:
         stages = timm_stages(model)
         data_config = dict(resolve_data_config({}, model=model))
@@ -64,7 +68,9 @@ def _build(name: str, in_chans: int, image_size: int | None, kwargs: dict[str, A
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
     except TypeError as exc:
-        raise TransferlabError(f"backbone.kwargs {kwargs} are not accepted by timm model '{name}': {exc}") from None
+        raise TransferlabError(
+            f"backbone.kwargs {kwargs} are not accepted by timm model '{name}': {exc}"
+        ) from None
 
 
 def _load_weights(model: torch.nn.Module, name: str, pretrained: bool | str | None) -> dict[str, Any]:
@@ -80,7 +86,9 @@ def _load_weights(model: torch.nn.Module, name: str, pretrained: bool | str | No
         )
     dropped = load_into(model, read_state_dict(path), source=str(path), arch=name)
     if dropped:
-        log.warning("Dropped the classifier of %s (%s); a fresh head is trained for this dataset.", path, dropped)
+        log.warning(
+            "Dropped the classifier of %s (%s); a fresh head is trained for this dataset.", path, dropped
+        )
     return {"source": "file", "path": str(path.resolve()), "sha256": file_sha256(path), "from_run": meta}
 
 
@@ -98,7 +106,12 @@ def _load_hub_weights(model: torch.nn.Module, name: str) -> dict[str, Any]:
     state = hub.state_dict()
     model.load_state_dict(state)
     source = os.environ.get("HF_ENDPOINT", "timm hub")
-    return {"source": "hub", "hub": source, "tag": model.pretrained_cfg.get("hf_hub_id"), "sha256": state_dict_sha256(state)}
+    return {
+        "source": "hub",
+        "hub": source,
+        "tag": model.pretrained_cfg.get("hf_hub_id"),
+        "sha256": state_dict_sha256(state),
+    }
 
 
 def _in_chans(model: torch.nn.Module) -> int:
@@ -125,7 +138,9 @@ def _check_forward(model: torch.nn.Module, name: str, in_chans: int, image_size:
     finally:
         model.train(was_training)
     if out.ndim != 2:
-        raise TransferlabError(f"Backbone '{name}' returns features of shape {tuple(out.shape)}; expected (batch, features).")
+        raise TransferlabError(
+            f"Backbone '{name}' returns features of shape {tuple(out.shape)}; expected (batch, features)."
+        )
     return out.shape[1]
 
 

@@ -24,7 +24,9 @@ class SimpleCNN(nn.Module):
         self.stem = nn.Sequential(nn.Conv2d(in_chans, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         self.conv2 = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         side = image_size // 4
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * side * side, hidden), nn.ReLU(), nn.Dropout(dropout)
+        )
         self.num_features = hidden
 
     def forward(self, x):

@@ -162,7 +162,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.splits = {"train": train_samples, "val": val, "test": test}
         log.info(
             "Data %s: %d classes, train %d, val %d, test %d images",
-            self.root, len(self.class_names), len(train_samples), len(val), len(test),
+            self.root,
+            len(self.class_names),
+            len(train_samples),
+            len(val),
+            len(test),
         )
 
     def _require_split_dir(self, split: str) -> Path:
@@ -197,7 +201,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         labels = [y for _, y in pool]
         try:
-            train, val = train_test_split(pool, test_size=self.val_fraction, stratify=labels, random_state=self.seed)
+            train, val = train_test_split(
+                pool, test_size=self.val_fraction, stratify=labels, random_state=self.seed
+            )
         except ValueError as exc:
             raise TransferlabError(
                 f"Cannot hold out dataset.val_fraction={self.val_fraction} of {len(pool)} training images per class "
@@ -215,7 +221,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             if len(members) < self.samples_per_class:
                 log.warning(
                     "Class %s has %d training images, fewer than dataset.samples_per_class=%d; using all.",
-                    self.class_names[label], len(members), self.samples_per_class,
+                    self.class_names[label],
+                    len(members),
+                    self.samples_per_class,
                 )
             kept += rng.sample(members, min(len(members), self.samples_per_class))
         return sorted(kept, key=_key)
@@ -284,4 +292,3 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
 def _key(sample: Sample) -> tuple[str, int]:
     return (str(sample[0]), sample[1])
-

@@ -28,17 +28,23 @@ class Augment:
 
 def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     """Resize to a square, to tensor, normalize: deterministic."""
-    return T.Compose([T.Resize((image_size, image_size), antialias=True), T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose(
+        [T.Resize((image_size, image_size), antialias=True), T.ToTensor(), T.Normalize(mean, std)]
+    )
 
 
-def train_transform(image_size: int, mean: Sequence[float], std: Sequence[float], augment: Augment) -> T.Compose:
+def train_transform(
+    image_size: int, mean: Sequence[float], std: Sequence[float], augment: Augment
+) -> T.Compose:
     """The evaluation transform preceded by the configured random zoom, affine and flip."""
     if not augment.active:
         return eval_transform(image_size, mean, std)
     steps: list = [T.RandomResizedCrop(image_size, scale=tuple(augment.zoom), antialias=True)]
     if augment.shear or augment.rotation or augment.translate:
         translate = (augment.translate, augment.translate) if augment.translate else None
-        steps.append(T.RandomAffine(degrees=augment.rotation, translate=translate, shear=augment.shear or None))
+        steps.append(
+            T.RandomAffine(degrees=augment.rotation, translate=translate, shear=augment.shear or None)
+        )
     if augment.hflip:
         steps.append(T.RandomHorizontalFlip(augment.hflip))
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])

@@ -5,4 +5,14 @@ from transferlab.strategies.lora import LoRA
 from transferlab.strategies.scheduled import LPFT, GradualUnfreeze
 from transferlab.strategies.simple import BitFit, Full, LinearProbe, Partial, Scratch
 
-__all__ = ["LPFT", "BitFit", "Full", "GradualUnfreeze", "LinearProbe", "LoRA", "Partial", "Scratch", "TransferStrategy"]
+__all__ = [
+    "LPFT",
+    "BitFit",
+    "Full",
+    "GradualUnfreeze",
+    "LinearProbe",
+    "LoRA",
+    "Partial",
+    "Scratch",
+    "TransferStrategy",
+]

@@ -9,7 +9,12 @@ from torch import nn
 from transferlab.backbones import Backbone
 from transferlab.errors import TransferlabError
 
-NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+NORM_TYPES = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
 class TransferStrategy:

@@ -65,7 +65,9 @@ class Full(TransferStrategy):
 
     def check(self, backbone: Backbone) -> None:
         if not 0.0 < self.layer_decay <= 1.0:
-            raise TransferlabError(f"strategy.layer_decay={self.layer_decay} must be in (0, 1]; 1 disables it.")
+            raise TransferlabError(
+                f"strategy.layer_decay={self.layer_decay} must be in (0, 1]; 1 disables it."
+            )
 
     def lr_scales(self, n_stages: int) -> list[float]:
         return [self.backbone_lr_mult * self.layer_decay ** (n_stages - 1 - i) for i in range(n_stages)]
