@@ -229,7 +229,10 @@ def _run_name(cfg: DictConfig) -> str:
 
 
 def _build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    if cfg.trainer.get("enable_progress_bar") is False:  # trainer.enable_progress_bar=false wins
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    return callbacks
 
 
 def _log_config(trainer: pl.Trainer, cfg: DictConfig) -> None:

@@ -1,0 +1,95 @@
+"""Shared fixtures: real Hydra composition into tmp_path, generated image folders, offline env."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests never touch the network: W&B offline, Hugging Face hub offline.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ["WANDB_SILENT"] = "true"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache (digits folder, feature caches) for the session."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["TRANSFERLAB_CACHE"] = str(path)
+    return path
+
+
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.num_sanity_val_steps=0",
+    "callbacks=minimal",
+]
+
+
+def compose_cfg(out_dir: Path, overrides: list[str] | None = None, fast: bool = True) -> DictConfig:
+    """Compose `train.yaml` exactly as the CLI would, with outputs in `out_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=[*(FAST if fast else []), *(overrides or [])],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    def make(*overrides: str, fast: bool = True, out: Path | None = None) -> DictConfig:
+        return compose_cfg(out or tmp_path / "run", list(overrides), fast=fast)
+
+    return make
+
+
+def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=12, test_per_class=4, size=64,
+                       val_per_class=0, grayscale=False) -> Path:
+    """An image folder of real PNGs in the Keras layout; each class has its own brightness pattern."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", test_per_class), ("val", val_per_class)):
+        for c, name in enumerate(classes):
+            if n == 0:
+                continue
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                base = np.zeros((size, size, 3), dtype=np.uint8)
+                base[:, : size * (c + 1) // len(classes)] = 200
+                noisy = np.clip(base + rng.integers(0, 40, base.shape), 0, 255).astype(np.uint8)
+                image = Image.fromarray(noisy).convert("L" if grayscale and i % 2 else "RGB")
+                image.save(folder / f"{name}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return write_image_folder(tmp_path / "images")
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module: str = "transferlab.train"):
+    """Run a transferlab command in a subprocess, as a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,105 @@
+"""Image-folder data module on generated folders, and every bad-input case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from transferlab.data import DigitsDataModule, ImageFolderDataModule
+from transferlab.errors import TransferlabError
+
+from .conftest import write_image_folder
+
+
+def dm(root: Path, **kwargs) -> ImageFolderDataModule:
+    kwargs.setdefault("num_workers", 0)
+    module = ImageFolderDataModule(root=str(root), image_size=32, **kwargs)
+    module.setup()
+    return module
+
+
+def test_layout_and_stratified_val_split(image_folder):
+    a = dm(image_folder, val_fraction=0.25, seed=0)
+    assert a.class_names == ["cat", "dog", "fox"]
+    assert {k: len(v) for k, v in a.splits.items()} == {"train": 27, "val": 9, "test": 12}
+    assert sorted(y for _, y in a.splits["val"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # stratified
+    b = dm(image_folder, val_fraction=0.25, seed=0)
+    assert a.splits["val"] == b.splits["val"]  # deterministic for a seed
+    assert a.split_hash("val") == b.split_hash("val")
+    c = dm(image_folder, val_fraction=0.25, seed=1)
+    assert a.splits["val"] != c.splits["val"]
+    assert not {p for p, _ in a.splits["val"]} & {p for p, _ in a.splits["train"]}
+
+
+def test_explicit_val_folder_is_used(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=6, val_per_class=2)
+    module = dm(root)
+    assert len(module.splits["val"]) == 6 and len(module.splits["train"]) == 18
+    assert all("/val/" in str(p) for p, _ in module.splits["val"])
+
+
+def test_classes_subset_and_samples_per_class(image_folder):
+    module = dm(image_folder, classes=["fox", "cat"], samples_per_class=3, val_fraction=0.25)
+    assert module.class_names == ["fox", "cat"]
+    labels = sorted(y for _, y in module.splits["train"])
+    assert labels == [0, 0, 0, 1, 1, 1]
+    fox_files = {p.parent.name for p, y in module.splits["train"] if y == 0}
+    assert fox_files == {"fox"}
+    assert {p.parent.name for p, _ in module.splits["test"]} == {"fox", "cat"}
+
+
+def test_batches_are_rgb_and_normalized(tmp_path):
+    root = write_image_folder(tmp_path / "gray", grayscale=True)
+    module = dm(root, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    x, y = next(iter(module.eval_dataloader("train")))
+    assert x.shape[1:] == (3, 32, 32)
+    assert x.min() < -1.0  # normalized with std 0.25: dark pixels fall below -1
+    x2, _ = next(iter(module.eval_dataloader("train")))
+    assert (x == x2).all()  # evaluation transforms are deterministic
+
+
+def test_digits_materialized_as_image_folder(cache_dir):
+    module = DigitsDataModule(root=str(cache_dir / "digits"), image_size=16, classes=[5, 6, 7, 8, 9], num_workers=0)
+    module.setup()
+    assert module.class_names == ["5", "6", "7", "8", "9"]
+    assert (cache_dir / "digits" / "train" / "5").is_dir()
+    assert (cache_dir / "digits" / "test" / "9").is_dir()
+    total = sum(len(v) for v in module.splits.values())
+    assert 850 < total < 950  # half of the 1,797 digits
+
+
+# ------------------------------------------------------------------------------- bad input
+def test_missing_root(tmp_path):
+    with pytest.raises(TransferlabError, match=r"dataset.root=.*does not exist"):
+        dm(tmp_path / "nope")
+
+
+def test_root_without_train(tmp_path):
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    with pytest.raises(TransferlabError, match=r"has no train/ folder"):
+        dm(tmp_path)
+
+
+def test_empty_class_folder(image_folder):
+    (image_folder / "train" / "emu").mkdir()
+    with pytest.raises(TransferlabError, match=r"Class folder .*emu has no images"):
+        dm(image_folder)
+
+
+def test_test_class_missing_from_train(image_folder):
+    write_image_folder(image_folder, classes=("yak",), per_class=0, test_per_class=2)
+    with pytest.raises(TransferlabError, match=r"Test classes \['yak'\].*have no folder"):
+        dm(image_folder)
+
+
+def test_corrupt_image_is_named(image_folder):
+    bad = image_folder / "train" / "dog" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(TransferlabError, match=r"Corrupt image .*broken\.png"):
+        dm(image_folder)
+
+
+def test_unknown_class_suggests(image_folder):
+    with pytest.raises(TransferlabError, match=r"Did you mean cat"):
+        dm(image_folder, classes=["cta"])

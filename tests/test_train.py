@@ -1,0 +1,92 @@
+"""One run end to end with the real Trainer: results.json, accuracy, run directories, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from transferlab.train import train
+
+from .conftest import REPO, run_cli
+
+REQUIRED = {
+    "status", "error", "metrics", "strategy", "backbone", "dataset", "seed", "trainable_params", "total_params",
+    "train_seconds", "peak_memory_mb", "config", "versions", "git", "weights_sha256", "class_names",
+}
+
+
+def test_fast_dev_run_of_the_default(make_cfg, tmp_path):
+    record = train(make_cfg("debug=fast"))
+    assert record["status"] == "ok", record["error"]
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert REQUIRED <= set(saved)
+    assert saved["config"]["trainer"]["fast_dev_run"] is True
+    assert saved["versions"]["torch"] and saved["versions"]["timm"]
+    assert (tmp_path / "run" / "backbone.safetensors").is_file()
+
+
+def test_short_digits_run_beats_chance(make_cfg, tmp_path):
+    record = train(make_cfg("trainer.max_epochs=4", "dataset.classes=[0,1,2,3,4]", "optimizer.lr=0.003"))
+    assert record["status"] == "ok", record["error"]
+    assert record["metrics"]["test/acc"] > 0.8  # chance is 0.2
+    assert 0 <= record["metrics"]["test/ece"] <= 1 and record["metrics"]["test/f1_macro"] > 0.7
+    assert record["class_names"] == ["0", "1", "2", "3", "4"]
+    assert record["trainable_params"] == record["total_params"] > 100_000
+    assert record["best_checkpoint"].endswith(".ckpt")
+    metrics_csv = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
+    assert "val/acc" in metrics_csv and "train/loss_step" in metrics_csv and "test/acc" in metrics_csv
+
+
+def test_image_folder_run(make_cfg, image_folder):
+    record = train(make_cfg("dataset=image_folder", f"dataset.root={image_folder}", "dataset.image_size=32",
+                            "dataset.num_workers=0", "dataset.persistent_workers=false", "trainer.max_epochs=2"))
+    assert record["status"] == "ok", record["error"]
+    assert record["class_names"] == ["cat", "dog", "fox"]
+    assert set(record["data"]["split_sha256"]) == {"train", "val", "test"}
+
+
+def test_failed_run_records_the_error(make_cfg, tmp_path):
+    record = train(make_cfg("dataset=image_folder", f"dataset.root={tmp_path / 'missing'}"))
+    assert record["status"] == "failed"
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["status"] == "failed" and "dataset.root=" in saved["error"] and "does not exist" in saved["error"]
+
+
+@pytest.mark.slow
+def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
+    """Two runs started together get their own directories; a failing one exits 1 with a one-line error."""
+    args = ["debug=fast", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "transferlab.train", *args], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+    runs = sorted((tmp_path / "default" / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
+
+    bad = run_cli("backbone.name=resnet1", f"hydra.run.dir={tmp_path / 'bad'}", cwd=REPO)
+    assert bad.returncode == 1
+    assert "error: Unknown backbone 'resnet1'" in bad.stderr and "Traceback" not in bad.stderr
+    assert json.loads((tmp_path / "bad" / "results.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_ddp_cpu_two_processes(tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = run_cli("trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
+                     "trainer.enable_progress_bar=false", "callbacks=minimal", f"hydra.run.dir={run_dir}", cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "ok"
+    assert record["config"]["trainer"]["devices"] == 2
+    assert record["metrics"]["test/acc"] > 0.15  # chance is 0.1 after 4 steps
+    # Rank 1 ran in the same run directory (Lightning passes hydra.run.dir on), and only rank 0 wrote results.
+    assert (run_dir / "train_ddp_process_1.log").is_file()
+    assert [p.parent for p in Path(tmp_path).glob("**/results.json")] == [run_dir]
