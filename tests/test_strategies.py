@@ -1,0 +1,181 @@
+"""Each strategy after a short real fit: what changed, what did not, optimizer groups, schedules."""
+
+from __future__ import annotations
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from transferlab.errors import TransferlabError, instantiate
+from transferlab.features import CachedFeatures
+from transferlab.module import TransferModule
+from transferlab.train import train
+
+RESNET = ["backbone=resnet18", "backbone.name=test_resnet", "dataset.image_size=32", "dataset.classes=[0,1,2]"]
+VIT = ["backbone=vit_tiny", "backbone.name=test_vit", "dataset.image_size=32", "dataset.classes=[0,1,2]"]
+
+
+def build(cfg):
+    strategy = instantiate(cfg.strategy)
+    backbone = instantiate(cfg.backbone, _convert_="all")
+    dm = instantiate(cfg.dataset, data_config=backbone.data_config, _convert_="all")
+    dm.setup()
+    module = TransferModule(backbone, strategy, num_classes=dm.num_classes, optimizer=instantiate(cfg.optimizer),
+                            scheduler=instantiate(cfg.scheduler))
+    return module, dm
+
+
+def fit(cfg, epochs=1, batches=4):
+    module, dm = build(cfg)
+    before = {k: v.detach().clone() for k, v in module.backbone.state_dict().items()}
+    head_before = {k: v.detach().clone() for k, v in module.head.state_dict().items()}
+    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=1, accelerator="cpu",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    after = module.backbone.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    head_changed = any(not torch.equal(v, module.head.state_dict()[k]) for k, v in head_before.items())
+    return module, changed, set(before), head_changed
+
+
+def stage_keys(module, index):
+    prefixes = {n.rsplit(".", 1)[0] for n in module.backbone.stages[index].param_names}
+    return prefixes
+
+
+def in_stages(key, module, indices):
+    key = key.removeprefix("model.")
+    return any(key.rsplit(".", 1)[0] in stage_keys(module, i) for i in indices)
+
+
+def test_linear_probe_freezes_everything_and_bn_statistics(make_cfg):
+    module, changed, keys, head_changed = fit(make_cfg(*RESNET, "strategy=linear_probe"))
+    assert head_changed
+    assert changed == set()  # weights AND BatchNorm running statistics bit-identical
+    assert all(not m.training for m in module.backbone.modules())
+    groups = module.trainer.optimizers[0].param_groups
+    assert [g["name"] for g in groups] == ["head", "head.no_decay"]
+
+
+def test_partial_trains_last_k_stages(make_cfg):
+    module, changed, keys, head_changed = fit(make_cfg(*RESNET, "strategy=partial", "strategy.trainable_stages=2"))
+    n = len(module.backbone.stages)
+    frozen, trainable = range(n - 2), range(n - 2, n)
+    assert head_changed
+    assert not {k for k in changed if in_stages(k, module, frozen)}  # incl. running_mean/var of frozen BN
+    assert any(k.endswith("running_mean") for k in changed if in_stages(k, module, trainable))
+    assert {k for k in keys if in_stages(k, module, trainable) and k.endswith("weight")} <= changed
+    optimized = {id(p) for g in module.trainer.optimizers[0].param_groups for p in g["params"]}
+    frozen_params = [p for i in frozen for p in module.backbone.stage_parameters()[i]]
+    assert not any(id(p) in optimized for p in frozen_params)  # optimizer holds trainable parameters only
+
+
+def test_partial_with_too_many_stages_lists_them(make_cfg):
+    module_cfg = make_cfg(*RESNET, "strategy=partial", "strategy.trainable_stages=9")
+    with pytest.raises(TransferlabError, match=r"trainable_stages=9 .* 5 stages \(0:stem, 1:layer1.0"):
+        build(module_cfg)
+
+
+def test_full_with_layer_decay_sets_group_learning_rates(make_cfg):
+    cfg = make_cfg(*RESNET, "strategy=full", "strategy.backbone_lr_mult=0.1", "strategy.layer_decay=0.5",
+                   "optimizer.lr=0.01", "scheduler=null")
+    module, changed, keys, head_changed = fit(cfg)
+    lrs = {g["name"]: g["lr"] for g in module.trainer.optimizers[0].param_groups}
+    names = [s.name for s in module.backbone.stages]
+    for i, name in enumerate(names):
+        assert lrs[f"backbone.{name}"] == pytest.approx(0.01 * 0.1 * 0.5 ** (len(names) - 1 - i))
+    assert lrs["head"] == pytest.approx(0.01)
+    assert all(in_stages(k, module, range(len(names))) for k in changed)
+    assert {k for k in keys if k.endswith("weight")} <= changed
+
+
+def test_scratch_ignores_pretrained_weights(make_cfg, tmp_path):
+    from safetensors.torch import save_file
+
+    source = instantiate(make_cfg(*RESNET).backbone, _convert_="all")
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(path))
+    record = train(make_cfg(*RESNET, "strategy=scratch", f"backbone.pretrained={path}", "trainer.limit_train_batches=2"))
+    assert record["status"] == "ok", record["error"]
+    assert record["weights"]["source"] == "random" and record["weights_sha256"] is None
+
+
+def test_gradual_unfreeze_gates_stages_by_epoch(make_cfg):
+    cfg = make_cfg(*RESNET, "strategy=gradual_unfreeze", "strategy.unfreeze_every=1")
+    module, changed, keys, head_changed = fit(cfg, epochs=2, batches=3)
+    n = len(module.backbone.stages)
+    # epoch 0: head only; epoch 1: + last stage. Everything earlier is untouched, BN statistics included.
+    assert not {k for k in changed if in_stages(k, module, range(n - 1))}
+    assert {k for k in keys if in_stages(k, module, [n - 1]) and k.endswith("weight")} <= changed
+    optimized = sum(len(g["params"]) for g in module.trainer.optimizers[0].param_groups)
+    assert optimized == len(list(module.parameters()))  # everything registered from step 0
+
+
+def test_gradual_unfreeze_resume_keeps_the_schedule(make_cfg, tmp_path):
+    common = [*RESNET, "strategy=gradual_unfreeze", "strategy.unfreeze_every=1", "trainer.limit_train_batches=2",
+              "trainer.limit_val_batches=1"]
+    full = train(make_cfg(*common, "trainer.max_epochs=3", out=tmp_path / "straight"))
+    part = train(make_cfg(*common, "trainer.max_epochs=2", out=tmp_path / "resumed"))
+    assert part["strategy_details"]["frozen_stages"] != full["strategy_details"]["frozen_stages"]
+    resumed = train(make_cfg(*common, "trainer.max_epochs=3", "resume=true", out=tmp_path / "resumed"))
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["strategy_details"]["frozen_stages"] == full["strategy_details"]["frozen_stages"]
+    assert resumed["strategy_details"]["frozen_stages"] == ["stem", "layer1.0", "layer2.0"]
+
+
+def test_lp_ft_probe_phase_keeps_backbone(make_cfg):
+    cfg = make_cfg(*RESNET, "strategy=lp_ft", "strategy.probe_epochs=1")
+    module, changed, keys, head_changed = fit(cfg, epochs=1)
+    assert head_changed and changed == set()
+    module, changed, keys, head_changed = fit(cfg, epochs=2, batches=3)
+    assert {k for k in keys if k.endswith("weight")} <= changed
+
+
+def test_bitfit_trains_only_biases_and_norms(make_cfg):
+    module, changed, keys, head_changed = fit(make_cfg(*RESNET, "strategy=bitfit"))
+    convs = {n + ".weight" for n, m in module.backbone.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert convs and not convs & changed
+    norms = {n for n, m in module.backbone.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert {f"{n}.weight" for n in norms} <= changed and {f"{n}.bias" for n in norms} <= changed
+
+
+def test_lora_trains_only_adapters_and_head_and_merges_on_export(make_cfg):
+    module, changed, keys, head_changed = fit(make_cfg(*VIT, "strategy=lora", "strategy.rank=4"))
+    assert head_changed
+    assert changed and all("lora_" in k for k in changed)
+    trainable = {n for n, p in module.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    merged = module.strategy.export_model(module.backbone)
+    assert not any("lora" in k for k in merged.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    module.backbone.eval()
+    assert torch.allclose(merged.eval()(x), module.backbone(x), atol=1e-5)
+
+
+def test_feature_cache_hit_and_invalidation(make_cfg, tmp_path):
+    cfg = make_cfg(*RESNET, "strategy=linear_probe")
+    calls = []
+
+    def run(perturb=False):
+        pl.seed_everything(0)  # the same backbone weights each time
+        module, dm = build(cfg)
+        if perturb:
+            with torch.no_grad():
+                next(module.backbone.parameters()).add_(1.0)
+        cached = CachedFeatures(dm, module.backbone, tmp_path / "features")
+        cached.setup()
+        module.use_cached_features = True
+        count = [0]
+        module.backbone.register_forward_hook(lambda *a: count.__setitem__(0, count[0] + 1))
+        pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False).fit(module, datamodule=cached)
+        calls.append(count[0])
+        return cached
+
+    first = run()
+    assert first.misses == ["train", "val", "test"]
+    second = run()
+    assert second.hits == ["train", "val", "test"] and calls[1] == 0  # backbone never ran
+    third = run(perturb=True)
+    assert third.misses == ["train", "val", "test"]  # new weights: stale cache not used
