@@ -63,8 +63,15 @@ def make_cfg(tmp_path):
     return make
 
 
-def write_image_folder(root: Path, classes=("cat", "dog", "fox"), per_class=12, test_per_class=4, size=64,
-                       val_per_class=0, grayscale=False) -> Path:
+def write_image_folder(
+    root: Path,
+    classes=("cat", "dog", "fox"),
+    per_class=12,
+    test_per_class=4,
+    size=64,
+    val_per_class=0,
+    grayscale=False,
+) -> Path:
     """An image folder of real PNGs in the Keras layout; each class has its own brightness pattern."""
     rng = np.random.default_rng(0)
     for split, n in (("train", per_class), ("test", test_per_class), ("val", val_per_class)):
@@ -87,9 +94,16 @@ def image_folder(tmp_path) -> Path:
     return write_image_folder(tmp_path / "images")
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module: str = "transferlab.train"):
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module: str = "transferlab.train"
+):
     """Run a transferlab command in a subprocess, as a user would."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

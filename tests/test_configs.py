@@ -22,9 +22,29 @@ def options(group: str) -> list[str]:
 
 
 def test_groups_exist():
-    for group in ("dataset", "backbone", "strategy", "trainer", "logger", "callbacks", "paths", "hydra", "debug", "experiment"):
+    for group in (
+        "dataset",
+        "backbone",
+        "strategy",
+        "trainer",
+        "logger",
+        "callbacks",
+        "paths",
+        "hydra",
+        "debug",
+        "experiment",
+    ):
         assert (CONF / group).is_dir(), group
-    assert {"linear_probe", "partial", "full", "scratch", "gradual_unfreeze", "lp_ft", "bitfit", "lora"} <= set(options("strategy"))
+    assert {
+        "linear_probe",
+        "partial",
+        "full",
+        "scratch",
+        "gradual_unfreeze",
+        "lp_ft",
+        "bitfit",
+        "lora",
+    } <= set(options("strategy"))
     assert {"cpu", "gpu", "mps", "ddp", "ddp_cpu"} <= set(options("trainer"))
 
 
@@ -63,7 +83,9 @@ def test_strategy_options(make_cfg, name):
 def test_trainer_options(make_cfg, name):
     cfg = make_cfg(f"trainer={name}")
     needs_gpu = cfg.trainer.accelerator == "gpu"
-    if (needs_gpu and not torch.cuda.is_available()) or (cfg.trainer.accelerator == "mps" and not torch.backends.mps.is_available()):
+    if (needs_gpu and not torch.cuda.is_available()) or (
+        cfg.trainer.accelerator == "mps" and not torch.backends.mps.is_available()
+    ):
         assert cfg.trainer.precision is not None  # composes; instantiating needs the device
         pytest.skip(f"trainer={name} needs {cfg.trainer.accelerator}")
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])

@@ -60,7 +60,9 @@ def test_batches_are_rgb_and_normalized(tmp_path):
 
 
 def test_digits_materialized_as_image_folder(cache_dir):
-    module = DigitsDataModule(root=str(cache_dir / "digits"), image_size=16, classes=[5, 6, 7, 8, 9], num_workers=0)
+    module = DigitsDataModule(
+        root=str(cache_dir / "digits"), image_size=16, classes=[5, 6, 7, 8, 9], num_workers=0
+    )
     module.setup()
     assert module.class_names == ["5", "6", "7", "8", "9"]
     assert (cache_dir / "digits" / "train" / "5").is_dir()

@@ -11,7 +11,12 @@ from transferlab.features import CachedFeatures
 from transferlab.module import TransferModule
 from transferlab.train import train
 
-RESNET = ["backbone=resnet18", "backbone.name=test_resnet", "dataset.image_size=32", "dataset.classes=[0,1,2]"]
+RESNET = [
+    "backbone=resnet18",
+    "backbone.name=test_resnet",
+    "dataset.image_size=32",
+    "dataset.classes=[0,1,2]",
+]
 VIT = ["backbone=vit_tiny", "backbone.name=test_vit", "dataset.image_size=32", "dataset.classes=[0,1,2]"]
 
 
@@ -20,8 +25,13 @@ def build(cfg):
     backbone = instantiate(cfg.backbone, _convert_="all")
     dm = instantiate(cfg.dataset, data_config=backbone.data_config, _convert_="all")
     dm.setup()
-    module = TransferModule(backbone, strategy, num_classes=dm.num_classes, optimizer=instantiate(cfg.optimizer),
-                            scheduler=instantiate(cfg.scheduler))
+    module = TransferModule(
+        backbone,
+        strategy,
+        num_classes=dm.num_classes,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler),
+    )
     return module, dm
 
 
@@ -29,9 +39,17 @@ def fit(cfg, epochs=1, batches=4):
     module, dm = build(cfg)
     before = {k: v.detach().clone() for k, v in module.backbone.state_dict().items()}
     head_before = {k: v.detach().clone() for k, v in module.head.state_dict().items()}
-    trainer = pl.Trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=1, accelerator="cpu",
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm)
     after = module.backbone.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -59,7 +77,9 @@ def test_linear_probe_freezes_everything_and_bn_statistics(make_cfg):
 
 
 def test_partial_trains_last_k_stages(make_cfg):
-    module, changed, keys, head_changed = fit(make_cfg(*RESNET, "strategy=partial", "strategy.trainable_stages=2"))
+    module, changed, keys, head_changed = fit(
+        make_cfg(*RESNET, "strategy=partial", "strategy.trainable_stages=2")
+    )
     n = len(module.backbone.stages)
     frozen, trainable = range(n - 2), range(n - 2, n)
     assert head_changed
@@ -78,8 +98,14 @@ def test_partial_with_too_many_stages_lists_them(make_cfg):
 
 
 def test_full_with_layer_decay_sets_group_learning_rates(make_cfg):
-    cfg = make_cfg(*RESNET, "strategy=full", "strategy.backbone_lr_mult=0.1", "strategy.layer_decay=0.5",
-                   "optimizer.lr=0.01", "scheduler=null")
+    cfg = make_cfg(
+        *RESNET,
+        "strategy=full",
+        "strategy.backbone_lr_mult=0.1",
+        "strategy.layer_decay=0.5",
+        "optimizer.lr=0.01",
+        "scheduler=null",
+    )
     module, changed, keys, head_changed = fit(cfg)
     lrs = {g["name"]: g["lr"] for g in module.trainer.optimizers[0].param_groups}
     names = [s.name for s in module.backbone.stages]
@@ -96,7 +122,9 @@ def test_scratch_ignores_pretrained_weights(make_cfg, tmp_path):
     source = instantiate(make_cfg(*RESNET).backbone, _convert_="all")
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(path))
-    record = train(make_cfg(*RESNET, "strategy=scratch", f"backbone.pretrained={path}", "trainer.limit_train_batches=2"))
+    record = train(
+        make_cfg(*RESNET, "strategy=scratch", f"backbone.pretrained={path}", "trainer.limit_train_batches=2")
+    )
     assert record["status"] == "ok", record["error"]
     assert record["weights"]["source"] == "random" and record["weights_sha256"] is None
 
@@ -113,8 +141,13 @@ def test_gradual_unfreeze_gates_stages_by_epoch(make_cfg):
 
 
 def test_gradual_unfreeze_resume_keeps_the_schedule(make_cfg, tmp_path):
-    common = [*RESNET, "strategy=gradual_unfreeze", "strategy.unfreeze_every=1", "trainer.limit_train_batches=2",
-              "trainer.limit_val_batches=1"]
+    common = [
+        *RESNET,
+        "strategy=gradual_unfreeze",
+        "strategy.unfreeze_every=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    ]
     full = train(make_cfg(*common, "trainer.max_epochs=3", out=tmp_path / "straight"))
     part = train(make_cfg(*common, "trainer.max_epochs=2", out=tmp_path / "resumed"))
     assert part["strategy_details"]["frozen_stages"] != full["strategy_details"]["frozen_stages"]
@@ -168,8 +201,14 @@ def test_feature_cache_hit_and_invalidation(make_cfg, tmp_path):
         module.use_cached_features = True
         count = [0]
         module.backbone.register_forward_hook(lambda *a: count.__setitem__(0, count[0] + 1))
-        pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False).fit(module, datamodule=cached)
+        pl.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        ).fit(module, datamodule=cached)
         calls.append(count[0])
         return cached
 

@@ -14,8 +14,22 @@ from transferlab.train import train
 from .conftest import REPO, run_cli
 
 REQUIRED = {
-    "status", "error", "metrics", "strategy", "backbone", "dataset", "seed", "trainable_params", "total_params",
-    "train_seconds", "peak_memory_mb", "config", "versions", "git", "weights_sha256", "class_names",
+    "status",
+    "error",
+    "metrics",
+    "strategy",
+    "backbone",
+    "dataset",
+    "seed",
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "peak_memory_mb",
+    "config",
+    "versions",
+    "git",
+    "weights_sha256",
+    "class_names",
 }
 
 
@@ -42,8 +56,16 @@ def test_short_digits_run_beats_chance(make_cfg, tmp_path):
 
 
 def test_image_folder_run(make_cfg, image_folder):
-    record = train(make_cfg("dataset=image_folder", f"dataset.root={image_folder}", "dataset.image_size=32",
-                            "dataset.num_workers=0", "dataset.persistent_workers=false", "trainer.max_epochs=2"))
+    record = train(
+        make_cfg(
+            "dataset=image_folder",
+            f"dataset.root={image_folder}",
+            "dataset.image_size=32",
+            "dataset.num_workers=0",
+            "dataset.persistent_workers=false",
+            "trainer.max_epochs=2",
+        )
+    )
     assert record["status"] == "ok", record["error"]
     assert record["class_names"] == ["cat", "dog", "fox"]
     assert set(record["data"]["split_sha256"]) == {"train", "val", "test"}
@@ -53,7 +75,11 @@ def test_failed_run_records_the_error(make_cfg, tmp_path):
     record = train(make_cfg("dataset=image_folder", f"dataset.root={tmp_path / 'missing'}"))
     assert record["status"] == "failed"
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert saved["status"] == "failed" and "dataset.root=" in saved["error"] and "does not exist" in saved["error"]
+    assert (
+        saved["status"] == "failed"
+        and "dataset.root=" in saved["error"]
+        and "does not exist" in saved["error"]
+    )
 
 
 @pytest.mark.slow
@@ -61,8 +87,13 @@ def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
     """Two runs started together get their own directories; a failing one exits 1 with a one-line error."""
     args = ["debug=fast", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "transferlab.train", *args], cwd=REPO, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "transferlab.train", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for _ in range(2)
     ]
     for p in procs:
@@ -80,8 +111,15 @@ def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
 @pytest.mark.slow
 def test_ddp_cpu_two_processes(tmp_path):
     run_dir = tmp_path / "ddp"
-    result = run_cli("trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=4",
-                     "trainer.enable_progress_bar=false", "callbacks=minimal", f"hydra.run.dir={run_dir}", cwd=REPO)
+    result = run_cli(
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.enable_progress_bar=false",
+        "callbacks=minimal",
+        f"hydra.run.dir={run_dir}",
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads((run_dir / "results.json").read_text())
     assert record["status"] == "ok"

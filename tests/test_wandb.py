@@ -14,7 +14,9 @@ def offline_runs(root: Path) -> list[Path]:
 
 def test_offline_run_records_metrics_config_group_and_job_type(make_cfg, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default, not the environment's doing
-    record = train(make_cfg("logger=wandb", "strategy=partial", "experiment_name=wb_check", out=tmp_path / "a"))
+    record = train(
+        make_cfg("logger=wandb", "strategy=partial", "experiment_name=wb_check", out=tmp_path / "a")
+    )
     assert record["status"] == "ok", record["error"]
     # A second job in the same process gets its own run (wandb.finish after each job).
     record2 = train(make_cfg("logger=wandb", "strategy=full", "experiment_name=wb_check", out=tmp_path / "b"))

@@ -85,6 +85,11 @@ class CachedFeatures(pl.LightningDataModule):
 
     @torch.no_grad()
     def _compute(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # Building the cache must not shift the run's random stream: hit and miss runs stay identical.
+        with torch.random.fork_rng(devices=[]):
+            return self._compute_features(split)
+
+    def _compute_features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         was_training = self.backbone.training
         original = next(self.backbone.parameters()).device
         self.backbone.eval().to(self.device)

@@ -169,8 +169,11 @@ class TransferModule(pl.LightningModule):
         metrics.update(logits.detach().softmax(dim=-1), y)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
         return loss
+
+    def _log_epoch(self, metrics: MetricCollection) -> None:
+        # Logged once per epoch (Lightning computes and resets them): no per-step logging overhead.
+        self.log_dict(metrics, prog_bar=metrics is not self.train_metrics)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train", self.train_metrics)
@@ -192,11 +195,19 @@ class TransferModule(pl.LightningModule):
         for p in self._gated:  # gated (frozen) parameters: no update, no weight decay, no optimizer state
             p.grad = None
 
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(self.train_metrics)
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
+            self.val_metrics.reset()
             return
         self.val_acc_best(self.val_metrics["acc"].compute())
+        self._log_epoch(self.val_metrics)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["transferlab"] = {"strategy": self.strategy.state_dict()}

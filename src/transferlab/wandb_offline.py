@@ -83,8 +83,14 @@ def read_offline_run(path: str | Path) -> OfflineRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
-            result.run = {"id": r.run_id, "project": r.project, "group": r.run_group, "job_type": r.job_type,
-                          "name": r.display_name, "tags": list(r.tags)}
+            result.run = {
+                "id": r.run_id,
+                "project": r.project,
+                "group": r.run_group,
+                "job_type": r.job_type,
+                "name": r.display_name,
+                "tags": list(r.tags),
+            }
             result.config.update(_items(r.config.update))
         elif kind == "config":
             result.config.update(_items(record.config.update))
