@@ -27,6 +27,7 @@ from transferlab.data import ImageFolderDataModule
 from transferlab.errors import TransferlabError, instantiate
 from transferlab.features import CachedFeatures
 from transferlab.module import TransferModule
+from transferlab.pretrain import SOURCE, ensure_source
 from transferlab.results import RESULTS_FILE, git_info, package_versions, peak_memory_mb, write_json_atomic
 from transferlab.strategies import TransferStrategy
 from transferlab.summary import print_summary
@@ -54,9 +55,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         _check_output_dir(out)
         _check_launch(cfg)
-        pl.seed_everything(cfg.seed, workers=True)
         strategy: TransferStrategy = instantiate(cfg.strategy)
-        backbone = _build_backbone(cfg, strategy)
+        pretrained = _resolve_pretrained(cfg, strategy, record)
+        pl.seed_everything(cfg.seed, workers=True)
+        backbone = _build_backbone(cfg, strategy, pretrained)
         record["weights"] = backbone.weights
         record["weights_sha256"] = backbone.weights.get("sha256")
         datamodule = _build_datamodule(cfg, backbone)
@@ -169,10 +171,20 @@ def _check_launch(cfg: DictConfig) -> None:
         )
 
 
-def _build_backbone(cfg: DictConfig, strategy: TransferStrategy) -> Backbone:
-    if strategy.random_init and cfg.backbone.pretrained not in (False, None):
-        log.info("Strategy %s starts from random weights: backbone.pretrained is ignored.", strategy.name)
-    pretrained = False if strategy.random_init else cfg.backbone.pretrained
+def _resolve_pretrained(cfg: DictConfig, strategy: TransferStrategy, record: dict[str, Any]) -> Any:
+    """`backbone.pretrained`, with `source` replaced by the (cached) source-pretraining run directory."""
+    pretrained = cfg.backbone.pretrained
+    if strategy.random_init:
+        if pretrained not in (False, None):
+            log.info("Strategy %s starts from random weights: backbone.pretrained is ignored.", strategy.name)
+        return False
+    if pretrained == SOURCE:
+        record["source"] = ensure_source(cfg)
+        return record["source"]["run_dir"]
+    return pretrained
+
+
+def _build_backbone(cfg: DictConfig, strategy: TransferStrategy, pretrained: Any) -> Backbone:
     return instantiate(cfg.backbone, pretrained=pretrained, _convert_="all")
 
 
