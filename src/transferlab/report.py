@@ -30,8 +30,19 @@ from transferlab.results import RESULTS_FILE  # noqa: E402
 log = logging.getLogger(__name__)
 METRICS = ("test/acc", "test/f1_macro", "test/ece", "test/acc_top5", "test/loss", "val/acc_best")
 PRIMARY = "test/acc"
-ROW_FIELDS = ("status", "strategy", "backbone", "dataset", "seed", "trainable_params", "total_params",
-              "train_seconds", "peak_memory_mb", "weights_sha256", "error")
+ROW_FIELDS = (
+    "status",
+    "strategy",
+    "backbone",
+    "dataset",
+    "seed",
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "peak_memory_mb",
+    "weights_sha256",
+    "error",
+)
 # Overrides that choose a config group map to the run's own name for it.
 GROUP_COLUMNS = {"strategy": "strategy", "backbone": "backbone", "dataset": "dataset", "seed": "seed"}
 SIZE_KEYS = ("config.dataset.samples_per_class",)
@@ -53,7 +64,11 @@ class SweepReport:
 # ----------------------------------------------------------------------------------- loading
 def find_results(sweep_dir: Path) -> list[Path]:
     """Every job's results.json below `sweep_dir` (hidden folders skipped), in job order."""
-    found = [p for p in sweep_dir.glob(f"**/{RESULTS_FILE}") if not any(part.startswith(".") for part in p.relative_to(sweep_dir).parts)]
+    found = [
+        p
+        for p in sweep_dir.glob(f"**/{RESULTS_FILE}")
+        if not any(part.startswith(".") for part in p.relative_to(sweep_dir).parts)
+    ]
     return sorted(found, key=lambda p: _natural(p.parent.relative_to(sweep_dir).as_posix()))
 
 
@@ -98,7 +113,9 @@ def swept_keys(rows: pd.DataFrame) -> list[str]:
                 order.append(key)
             values.setdefault(key, set()).add(value)
     varying = [k for k in order if len(values[k]) > 1]
-    return [GROUP_COLUMNS.get(k, f"config.{k}") for k in varying if GROUP_COLUMNS.get(k, f"config.{k}") in rows]
+    return [
+        GROUP_COLUMNS.get(k, f"config.{k}") for k in varying if GROUP_COLUMNS.get(k, f"config.{k}") in rows
+    ]
 
 
 # ------------------------------------------------------------------------------- statistics
@@ -144,12 +161,22 @@ def render_markdown(report: SweepReport) -> str:
     rows, summary, keys = report.rows, report.summary, report.group_keys
     ok = rows[rows["status"] == "ok"]
     lines = [f"# Sweep report: {report.sweep_dir.name}", ""]
-    lines.append(f"Jobs: {len(rows)} ({len(ok)} ok, {len(report.failed)} failed). Compared by: {', '.join(keys)}.")
+    lines.append(
+        f"Jobs: {len(rows)} ({len(ok)} ok, {len(report.failed)} failed). Compared by: {', '.join(keys)}."
+    )
     if "seed" in rows and rows["seed"].nunique() > 1:
-        lines.append(f"Seeds: {', '.join(str(s) for s in sorted(rows['seed'].dropna().unique()))}; intervals are 95% t-intervals over seeds.")
-    same = ok["test_data_sha256"].nunique() <= 1 and ok["train_data_sha256"].groupby(ok["seed"]).nunique().le(1).all()
-    lines.append("Data: every job with the same seed trained on the same split, and all were tested on the same test set."
-                 if same else "Data: WARNING: jobs were tested or trained on different data (see results.csv, *_data_sha256).")
+        lines.append(
+            f"Seeds: {', '.join(str(s) for s in sorted(rows['seed'].dropna().unique()))}; intervals are 95% t-intervals over seeds."
+        )
+    same = (
+        ok["test_data_sha256"].nunique() <= 1
+        and ok["train_data_sha256"].groupby(ok["seed"]).nunique().le(1).all()
+    )
+    lines.append(
+        "Data: every job with the same seed trained on the same split, and all were tested on the same test set."
+        if same
+        else "Data: WARNING: jobs were tested or trained on different data (see results.csv, *_data_sha256)."
+    )
     lines += ["", f"## {PRIMARY} by {', '.join(keys)} (mean ± 95% CI)", ""]
     if summary.empty:
         lines.append("No successful job.")
@@ -158,23 +185,38 @@ def render_markdown(report: SweepReport) -> str:
         table["n"] = summary["n"].astype(int)
         for metric in METRICS:
             if f"{metric} mean" in summary:
-                table[metric] = [_fmt(m, c) for m, c in zip(summary[f"{metric} mean"], summary[f"{metric} ci95"], strict=True)]
+                table[metric] = [
+                    _fmt(m, c)
+                    for m, c in zip(summary[f"{metric} mean"], summary[f"{metric} ci95"], strict=True)
+                ]
         table["trainable params"] = [f"{int(v):,}" for v in summary["trainable_params"]]
         table["train s"] = [f"{v:.1f}" for v in summary["train_seconds"]]
         table["peak MB"] = [f"{v:.0f}" for v in summary["peak_memory_mb"]]
         best = summary.iloc[0]
         table.iloc[0, 0] = f"**{table.iloc[0, 0]}** (best)"
         lines.append(table.to_markdown(index=False))
-        lines += ["", f"Best by mean {PRIMARY}: **{_label(best, keys)}** "
-                  f"({_fmt(best[f'{PRIMARY} mean'], best[f'{PRIMARY} ci95'])})."]
+        lines += [
+            "",
+            f"Best by mean {PRIMARY}: **{_label(best, keys)}** "
+            f"({_fmt(best[f'{PRIMARY} mean'], best[f'{PRIMARY} ci95'])}).",
+        ]
     plots = [p for p in report.files if p.suffix == ".png"]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     if report.failed:
         failed = rows[rows["status"] != "ok"]
-        lines += ["", "## Failed jobs", "", failed[["job", *[k for k in keys if k in failed], "error"]].to_markdown(index=False)]
-    lines += ["", "Rows: results.csv (one per job, config flattened). Rebuild: `python -m transferlab.report "
-              f"{report.sweep_dir}`.", ""]
+        lines += [
+            "",
+            "## Failed jobs",
+            "",
+            failed[["job", *[k for k in keys if k in failed], "error"]].to_markdown(index=False),
+        ]
+    lines += [
+        "",
+        "Rows: results.csv (one per job, config flattened). Rebuild: `python -m transferlab.report "
+        f"{report.sweep_dir}`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -201,8 +243,12 @@ def make_plots(report: SweepReport) -> list[Path]:
     files.append(_save(fig, out / "test_acc_by_group.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(summary["trainable_params"].clip(lower=1), summary[f"{PRIMARY} mean"], yerr=ci, fmt="o", capsize=4)
-    for label, x, y in zip(labels, summary["trainable_params"].clip(lower=1), summary[f"{PRIMARY} mean"], strict=True):
+    ax.errorbar(
+        summary["trainable_params"].clip(lower=1), summary[f"{PRIMARY} mean"], yerr=ci, fmt="o", capsize=4
+    )
+    for label, x, y in zip(
+        labels, summary["trainable_params"].clip(lower=1), summary[f"{PRIMARY} mean"], strict=True
+    ):
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
@@ -221,14 +267,22 @@ def make_plots(report: SweepReport) -> list[Path]:
         ax.legend(fontsize=7)
         files.append(_save(fig, out / "val_curves.png"))
 
-    for x_key, name in [(k, "samples_per_class") for k in SIZE_KEYS] + [(k, "trainable_stages") for k in DEPTH_KEYS]:
+    for x_key, name in [(k, "samples_per_class") for k in SIZE_KEYS] + [
+        (k, "trainable_stages") for k in DEPTH_KEYS
+    ]:
         if x_key in keys:
             series_keys = [k for k in keys if k != x_key] or [x_key]
             fig, ax = plt.subplots(figsize=(6, 4))
             for label, part in summary.groupby(series_keys, sort=True):
                 part = part.sort_values(x_key)
-                ax.errorbar(part[x_key], part[f"{PRIMARY} mean"], yerr=part[f"{PRIMARY} ci95"].fillna(0),
-                            marker="o", capsize=3, label=str(label if not isinstance(label, tuple) else " | ".join(map(str, label))))
+                ax.errorbar(
+                    part[x_key],
+                    part[f"{PRIMARY} mean"],
+                    yerr=part[f"{PRIMARY} ci95"].fillna(0),
+                    marker="o",
+                    capsize=3,
+                    label=str(label if not isinstance(label, tuple) else " | ".join(map(str, label))),
+                )
             ax.set_xlabel(name)
             ax.set_ylabel(PRIMARY)
             ax.legend(fontsize=7)
@@ -282,20 +336,37 @@ def wandb_report(report: SweepReport, project: str = "transferlab", entity: str 
     if not groups:
         return "No W&B runs in this sweep (run it with logger=wandb or logger=many)."
     if offline:
-        return (f"W&B runs are offline. Upload them with `{sync}`, then build the report with "
-                f"`WANDB_MODE=online transferlab-report {report.sweep_dir} --wandb` (needs `pip install wandb-workspaces`).")
+        return (
+            f"W&B runs are offline. Upload them with `{sync}`, then build the report with "
+            f"`WANDB_MODE=online transferlab-report {report.sweep_dir} --wandb` (needs `pip install wandb-workspaces`)."
+        )
     try:
         import wandb_workspaces.reports.v2 as wr
     except ImportError:
         return "Building W&B Reports needs wandb-workspaces: pip install 'transferlab[wandb-reports]'."
-    blocks = [wr.H1(text=f"transferlab sweep {report.sweep_dir.name}"), wr.MarkdownBlock(text=render_markdown(report))]
+    blocks = [
+        wr.H1(text=f"transferlab sweep {report.sweep_dir.name}"),
+        wr.MarkdownBlock(text=render_markdown(report)),
+    ]
     for group in groups:
-        runset = wr.Runset(project=project, entity=entity or "", filters=f"Metric('group') == '{group}'", groupby=["strategy.name"])
-        blocks.append(wr.PanelGrid(runsets=[runset], panels=[
-            wr.BarPlot(title=PRIMARY, metrics=[PRIMARY], groupby="strategy.name"),
-            wr.LinePlot(title="val/acc", x="epoch", y=["val/acc"]),
-        ]))
-    saved = wr.Report(project=project, entity=entity or "", title=f"transferlab: {', '.join(groups)}", blocks=blocks).save()
+        runset = wr.Runset(
+            project=project,
+            entity=entity or "",
+            filters=f"Metric('group') == '{group}'",
+            groupby=["strategy.name"],
+        )
+        blocks.append(
+            wr.PanelGrid(
+                runsets=[runset],
+                panels=[
+                    wr.BarPlot(title=PRIMARY, metrics=[PRIMARY], groupby="strategy.name"),
+                    wr.LinePlot(title="val/acc", x="epoch", y=["val/acc"]),
+                ],
+            )
+        )
+    saved = wr.Report(
+        project=project, entity=entity or "", title=f"transferlab: {', '.join(groups)}", blocks=blocks
+    ).save()
     return f"W&B Report: {saved.url}"
 
 
@@ -312,16 +383,22 @@ class ReportCallback(Callback):
             sys.exit(1)
         print(f"Report: {sweep_dir / 'report.md'}")
         if report.failed:
-            print(f"error: {len(report.failed)} job(s) failed: {', '.join(report.failed)} (see {sweep_dir / 'report.md'})",
-                  file=sys.stderr)
+            print(
+                f"error: {len(report.failed)} job(s) failed: {', '.join(report.failed)} (see {sweep_dir / 'report.md'})",
+                file=sys.stderr,
+            )
             sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console script `transferlab-report`."""
-    parser = argparse.ArgumentParser(prog="transferlab-report", description="Build a sweep's comparison report.")
+    parser = argparse.ArgumentParser(
+        prog="transferlab-report", description="Build a sweep's comparison report."
+    )
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--wandb", action="store_true", help="also build a W&B Report of the sweep's runs (online)")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also build a W&B Report of the sweep's runs (online)"
+    )
     args = parser.parse_args(argv)
     try:
         report = build_report(args.sweep_dir)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
 import time
 import traceback
@@ -126,6 +127,8 @@ def _base_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "peak_memory_mb": None,
         "weights_sha256": None,
         "output_dir": str(out),
+        "host": platform.node(),
+        "pid": os.getpid(),
         "started_at": time.time(),
         "config": _resolved(cfg),
         "overrides": _overrides(),
@@ -229,10 +232,20 @@ def _build_loggers(cfg: DictConfig) -> list[Any]:
     for key, conf in (cfg.get("logger") or {}).items():
         if not conf or "_target_" not in conf:
             continue
-        if key == "wandb" and not conf.get("name"):
-            conf = OmegaConf.merge(conf, {"name": _run_name(cfg)})
+        if key == "wandb":
+            conf = OmegaConf.merge(conf, _wandb_names(cfg, conf))
         loggers.append(instantiate(conf, _convert_="all"))
     return loggers
+
+
+def _wandb_names(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:
+    """Run name from the overrides; in a sweep, the group names the sweep (experiment/sweep time)."""
+    names: dict[str, Any] = {}
+    if not conf.get("name"):
+        names["name"] = _run_name(cfg)
+    if is_multirun() and conf.get("group") == cfg.experiment_name:
+        names["group"] = f"{cfg.experiment_name}/{Path(HydraConfig.get().sweep.dir).name}"
+    return names
 
 
 def _run_name(cfg: DictConfig) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,13 @@ class ImageDataset(Dataset):
         except (OSError, UnidentifiedImageError) as exc:
             raise TransferlabError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from None
         return self.transform(image), label
+
+
+def _worker_context(requested: str | None) -> str | None:
+    """DataLoader workers inside a joblib (loky) job crash unless forked (hydra #964, joblib #1104)."""
+    if requested is None and multiprocessing.current_process().name.startswith("LokyProcess"):
+        return "fork"
+    return requested
 
 
 def scan_class_folders(split_dir: Path) -> dict[str, list[Path]]:
@@ -118,7 +126,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.multiprocessing_context = multiprocessing_context if self.num_workers > 0 else None
+        self.multiprocessing_context = (
+            _worker_context(multiprocessing_context) if self.num_workers > 0 else None
+        )
         self.verify = bool(verify_images)
         self.seed = int(seed)
         self.name = name

@@ -1,0 +1,160 @@
+"""Sweeps end to end through the real CLI: report, failures, launchers, notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from transferlab.report import build_report
+
+from .conftest import REPO, run_cli, write_image_folder
+
+pytestmark = pytest.mark.slow
+QUIET = ["trainer.enable_progress_bar=false", "callbacks=minimal"]
+
+
+def sweep_dirs(log_dir: Path, experiment: str) -> list[Path]:
+    return sorted((log_dir / experiment / "multiruns").iterdir())
+
+
+def results(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """compare_strategies with 2 strategies x 2 seeds and short training."""
+    log_dir = tmp_path_factory.mktemp("sweeps")
+    out = run_cli(
+        "-m",
+        "experiment=compare_strategies",
+        "strategy=linear_probe,full",
+        "seed=0,1",
+        "trainer.max_epochs=2",
+        "source.overrides=['trainer.max_epochs=2']",
+        f"paths.log_dir={log_dir}",
+        *QUIET,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Report: " in out.stdout
+    (sweep,) = sweep_dirs(log_dir, "compare_strategies")
+    return sweep
+
+
+def test_report_has_one_row_per_job_and_the_right_means(tiny_sweep):
+    rows = pd.read_csv(tiny_sweep / "results.csv")
+    assert len(rows) == 4 and set(rows["status"]) == {"ok"}
+    assert sorted(zip(rows["strategy"], rows["seed"], strict=True)) == [
+        ("full", 0),
+        ("full", 1),
+        ("linear_probe", 0),
+        ("linear_probe", 1),
+    ]
+    report = (tiny_sweep / "report.md").read_text()
+    for strategy in ("linear_probe", "full"):
+        accs = [r["metrics"]["test/acc"] for r in results(tiny_sweep) if r["strategy"] == strategy]
+        assert len(accs) == 2
+        assert f"{sum(accs) / 2:.3f} ± " in report  # mean with its interval, per strategy
+    best = max(("linear_probe", "full"), key=lambda s: rows[rows.strategy == s]["test/acc"].mean())
+    assert f"**{best}** (best)" in report
+    for png in ("test_acc_by_group.png", "test_acc_vs_trainable_params.png", "val_curves.png"):
+        assert (tiny_sweep / png).stat().st_size > 1000
+    # Every job saw the same test data, and the same seed the same training split.
+    assert rows["test_data_sha256"].nunique() == 1
+    assert "every job with the same seed trained on the same split" in report
+
+
+def test_report_is_the_same_when_rerun(tiny_sweep):
+    before = {p: (tiny_sweep / p).read_bytes() for p in ("report.md", "results.csv")}
+    out = run_cli(str(tiny_sweep), cwd=REPO, module="transferlab.report")
+    assert out.returncode == 0, out.stderr
+    assert {p: (tiny_sweep / p).read_bytes() for p in before} == before
+
+
+def test_notebook_executes_on_the_sweep(tiny_sweep, monkeypatch):
+    notebook = nbformat.read(REPO / "notebooks" / "compare_strategies.ipynb", as_version=4)
+    assert all(
+        not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"
+    )  # stripped in git
+    monkeypatch.setenv("TRANSFERLAB_SWEEP", str(tiny_sweep))
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    ).execute()
+    text = "".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+    )
+    assert "4 jobs, 4 ok" in text and "linear_probe" in text
+    assert any("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
+
+
+def test_failing_job_is_isolated_and_reported(tmp_path):
+    out = run_cli(
+        "-m",
+        "backbone.name=simple_cnn,resnet1",
+        "dataset.classes=[0,1,2]",
+        "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path}",
+        *QUIET,
+        cwd=REPO,
+    )
+    assert out.returncode == 1
+    assert "1 job(s) failed: 1" in out.stderr
+    (sweep,) = sweep_dirs(tmp_path, "default")
+    statuses = {r["backbone"]: r["status"] for r in results(sweep)}
+    assert statuses == {"simple_cnn": "ok", "resnet1": "failed"}
+    report = (sweep / "report.md").read_text()
+    assert "## Failed jobs" in report and "Unknown backbone 'resnet1'" in report
+    assert "simple_cnn" in report
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_with_dataloader_workers(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    out = run_cli(
+        "-m",
+        "hydra/launcher=local",
+        "strategy=linear_probe,full",
+        "dataset=image_folder",
+        f"dataset.root={root}",
+        "dataset.image_size=32",
+        "dataset.num_workers=1",
+        "trainer.max_epochs=3",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *QUIET,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path / "logs", "default")
+    jobs = results(sweep)
+    assert [r["status"] for r in jobs] == ["ok", "ok"]
+    assert jobs[0]["pid"] != jobs[1]["pid"] != os.getpid()
+    (a0, a1), (b0, b1) = ((r["started_at"], r["started_at"] + r["wall_seconds"]) for r in jobs)
+    assert a0 < b1 and b0 < a1, "the two jobs did not overlap in time"
+    assert (sweep / "report.md").is_file()
+
+
+def test_submitit_local_launcher_runs_a_job(tmp_path):
+    out = run_cli(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "debug=fast",
+        "hydra.launcher.timeout_min=10",
+        f"paths.log_dir={tmp_path}",
+        *QUIET,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path, "default")
+    (job,) = results(sweep)
+    assert job["status"] == "ok" and job["pid"] != os.getpid()
+    assert (sweep / ".submitit").is_dir()
+    assert build_report(sweep).rows["status"].tolist() == ["ok"]
