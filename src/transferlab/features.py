@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import state_dict_sha256
 from transferlab.data.image_folder import ImageFolderDataModule
+from transferlab.data.loaders import make_loader
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -107,7 +108,9 @@ class CachedFeatures(pl.LightningDataModule):
         features, labels = self.tensors[split]
         dm = self.datamodule
         batch_size = dm.batch_size if split == "train" else dm.eval_batch_size
-        return DataLoader(TensorDataset(features, labels), batch_size=batch_size, shuffle=shuffle)
+        return make_loader(
+            TensorDataset(features, labels), batch_size=batch_size, shuffle=shuffle, seed=dm.seed
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -13,10 +13,16 @@ from torchmetrics import MaxMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from transferlab.backbones import Backbone
+from transferlab.checkpoint import rng_state, set_rng_state
+from transferlab.errors import TransferlabError
 from transferlab.strategies import TransferStrategy
 
 log = logging.getLogger(__name__)
 _BN = nn.modules.batchnorm._BatchNorm
+
+
+class NonFiniteLossError(TransferlabError):
+    """The loss became NaN or infinite."""
 
 
 def build_metrics(num_classes: int) -> MetricCollection:
@@ -65,10 +71,12 @@ class TransferModule(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # survives checkpoint resume
         self.use_cached_features = False
         self._frozen_ids: set[int] = set()
         self._gated: list[nn.Parameter] = []
         self._applied_epoch: int | None = None
+        self._pending_rng: dict[str, Any] | None = None
         self.apply_strategy(0)
 
     # ------------------------------------------------------------ strategy
@@ -176,7 +184,16 @@ class TransferModule(pl.LightningModule):
         self.log_dict(metrics, prog_bar=metrics is not self.train_metrics)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train", self.train_metrics)
+        loss = self._step(batch, "train", self.train_metrics)
+        if not torch.isfinite(loss):
+            lr = (
+                self.trainer.optimizers[0].param_groups[-1]["lr"] if self.trainer.optimizers else float("nan")
+            )
+            raise NonFiniteLossError(
+                f"The training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"lower the learning rate (optimizer.lr, head lr now {lr:.3g}) or set trainer.gradient_clip_val=1.0."
+            )
+        return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val", self.val_metrics)
@@ -186,9 +203,13 @@ class TransferModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- hooks
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()
+        if self.global_step == 0:  # not when resuming
+            self.val_acc_best.reset()
 
     def on_train_epoch_start(self) -> None:
+        if self._pending_rng is not None:  # resumed: continue the random stream where the checkpoint left it
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
         self.apply_strategy(self.current_epoch)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -210,12 +231,14 @@ class TransferModule(pl.LightningModule):
         self._log_epoch(self.test_metrics)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["transferlab"] = {"strategy": self.strategy.state_dict()}
+        # Lightning does not save RNG states; without them a resumed run shuffles differently.
+        checkpoint["transferlab"] = {"strategy": self.strategy.state_dict(), "rng": rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("transferlab", {})
         if "strategy" in state:
             self.strategy.load_state_dict(state["strategy"])
+        self._pending_rng = state.get("rng")
 
     # ------------------------------------------------------------ optimizer
     def param_groups(self) -> list[dict[str, Any]]:

@@ -24,16 +24,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
+from transferlab.checkpoint import AtomicCheckpointIO, InterruptCheckpoint, check_disk_space
 from transferlab.data import ImageFolderDataModule
 from transferlab.errors import TransferlabError, instantiate
 from transferlab.features import CachedFeatures
 from transferlab.module import TransferModule
 from transferlab.pretrain import SOURCE, ensure_source
-from transferlab.results import RESULTS_FILE, git_info, package_versions, peak_memory_mb, write_json_atomic
+from transferlab.results import (
+    RESULTS_FILE,
+    git_info,
+    package_versions,
+    peak_memory_mb,
+    read_results,
+    redact,
+    write_json_atomic,
+)
 from transferlab.strategies import TransferStrategy
 from transferlab.summary import print_summary
 
 log = logging.getLogger("transferlab")
+WANDB_ID_FILE = "wandb_run_id"
 
 # Frozen backbone parts are deliberately in eval mode at train start (BatchNorm statistics untouched).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -52,7 +62,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its `results.json`; job failures are recorded, not raised."""
     out = Path(cfg.paths.output_dir).resolve()
     record = _base_record(cfg, out)
+    finished = _finished_record(cfg, out, record)
+    if finished is not None:
+        return finished
     trainer: pl.Trainer | None = None
+    interrupt = InterruptCheckpoint(out / "checkpoints")
+    interrupted: BaseException | None = None
+    csv_resume: tuple[Path, int] | None = None
     try:
         _check_output_dir(out)
         _check_launch(cfg)
@@ -76,10 +92,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             class_names=datamodule.class_names,
         )
         fit_data = _maybe_cache_features(cfg, strategy, module, datamodule, record)
-        trainer = instantiate(cfg.trainer, logger=_build_loggers(cfg), callbacks=_build_callbacks(cfg))
+        check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
+        ckpt_path = _resume_checkpoint(cfg, out)
+        if ckpt_path:
+            csv_resume = _set_csv_aside(out, ckpt_path)
+            record["resumed_from"] = ckpt_path
+        trainer = instantiate(
+            cfg.trainer,
+            logger=_build_loggers(cfg, out, resuming=bool(ckpt_path)),
+            callbacks=[*_build_callbacks(cfg), interrupt],
+            plugins=[AtomicCheckpointIO()],
+        )
         _log_config(trainer, cfg)
+        _remember_wandb_id(trainer, out, record)
         started = time.perf_counter()
-        trainer.fit(module, datamodule=fit_data, ckpt_path=_resume_checkpoint(cfg, out))
+        trainer.fit(module, datamodule=fit_data, ckpt_path=ckpt_path)
         record["train_seconds"] = round(time.perf_counter() - started, 3)
         record["trainable_params"], record["total_params"] = module.parameter_counts()
         record["strategy_details"] = module.strategy_summary()
@@ -96,17 +123,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["status"] = "ok"
     except TransferlabError as exc:
         record.update(status="failed", error=str(exc))
+    except (KeyboardInterrupt, SystemExit) as exc:  # SIGTERM / SIGINT, turned into exits by Lightning
+        interrupted = exc
+        why = interrupt.signal or type(exc).__name__
+        record.update(
+            status="interrupted",
+            error=f"Interrupted by {why}; checkpoint saved. Continue with: resume=true hydra.run.dir={out}",
+        )
     except Exception as exc:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         log.error("Run failed:\n%s", record["traceback"])
     finally:
         _finish_wandb(trainer)
+        if csv_resume is not None:
+            _merge_csv(out, *csv_resume)
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)
         record["wall_seconds"] = round(time.time() - record["started_at"], 3)
     if trainer is None or trainer.is_global_zero:
         if is_rank_zero() or trainer is not None:
-            write_json_atomic(out / RESULTS_FILE, record)
+            try:
+                write_json_atomic(out / RESULTS_FILE, record)
+            except OSError as exc:  # the output directory itself is the problem (already in the error)
+                log.error("Could not write %s: %s", out / RESULTS_FILE, exc)
             print_summary(record, out)
+    if interrupted is not None:
+        sys.exit(143 if interrupt.signal == "SIGTERM" else 130)
     return record
 
 
@@ -138,14 +179,17 @@ def _base_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config with secrets (API keys, tokens from the environment) replaced by '***'."""
     try:
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        data = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that only resolves inside a Hydra run
-        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+        data = OmegaConf.to_container(cfg, resolve=False)
+    return redact(data)
 
 
 def _overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    """The job's command-line overrides (secrets redacted: reading them resolves interpolations)."""
+    return redact(list(HydraConfig.get().overrides.task)) if HydraConfig.initialized() else []
 
 
 def _check_output_dir(out: Path) -> None:
@@ -227,15 +271,83 @@ def _maybe_cache_features(cfg, strategy, module, datamodule, record) -> pl.Light
     return cached
 
 
-def _build_loggers(cfg: DictConfig) -> list[Any]:
+def _build_loggers(cfg: DictConfig, out: Path, resuming: bool = False) -> list[Any]:
     loggers = []
     for key, conf in (cfg.get("logger") or {}).items():
         if not conf or "_target_" not in conf:
             continue
         if key == "wandb":
+            conf = OmegaConf.create(
+                OmegaConf.to_container(conf, resolve=True)
+            )  # not struct: keys may be added
             conf = OmegaConf.merge(conf, _wandb_names(cfg, conf))
+            id_file = out / WANDB_ID_FILE
+            if resuming and id_file.is_file():  # the resumed run continues the same W&B run
+                conf = OmegaConf.merge(conf, {"id": id_file.read_text().strip(), "resume": "allow"})
         loggers.append(instantiate(conf, _convert_="all"))
     return loggers
+
+
+def _remember_wandb_id(trainer: pl.Trainer, out: Path, record: dict[str, Any]) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
+            record["wandb_id"] = logger.experiment.id
+            (out / WANDB_ID_FILE).write_text(record["wandb_id"])
+
+
+def _finished_record(cfg: DictConfig, out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """With resume=true, a job whose results.json says ok is not run again (sweep resume), unless only
+    trainer settings changed (e.g. more epochs): then it continues from its last checkpoint."""
+    path = out / RESULTS_FILE
+    if not cfg.get("resume") or not path.is_file():
+        return None
+    previous = read_results(path)
+    before, now = _job_overrides(previous.get("overrides", [])), _job_overrides(record["overrides"])
+    if [o for o in before if not o.startswith("trainer.")] != [
+        o for o in now if not o.startswith("trainer.")
+    ]:
+        raise TransferlabError(
+            f"resume=true, but {out} holds a different job (overrides {previous.get('overrides')} vs "
+            f"{record['overrides']}); resume with the same overrides or choose another directory."
+        )
+    if previous.get("status") != "ok":
+        log.info("Resuming %s job in %s.", previous.get("status"), out)
+        return None
+    if before != now:
+        log.info("Continuing finished run %s with new trainer settings.", out)
+        return None
+    log.info("Skipping %s: already finished (status ok). Remove results.json to run it again.", out)
+    return previous
+
+
+def _job_overrides(overrides: list[str]) -> list[str]:
+    skip = ("resume=", "hydra.", "trainer.enable_progress_bar")
+    return sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(skip))
+
+
+def _set_csv_aside(out: Path, ckpt_path: str) -> tuple[Path, int] | None:
+    """Lightning's CSVLogger deletes an existing metrics.csv: keep it to merge after the resumed run."""
+    metrics = out / "csv" / "metrics.csv"
+    if not metrics.is_file():
+        return None
+    aside = metrics.with_name("metrics.before_resume.csv")
+    os.replace(metrics, aside)
+    epoch = int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1))
+    return aside, epoch
+
+
+def _merge_csv(out: Path, aside: Path, epoch: int) -> None:
+    """Rows of the epochs the checkpoint completed, then the resumed run's rows: one continuous log."""
+    import pandas as pd
+
+    metrics = out / "csv" / "metrics.csv"
+    old = pd.read_csv(aside)
+    old = old[old["epoch"] <= epoch]
+    merged = pd.concat([old, pd.read_csv(metrics)], ignore_index=True) if metrics.is_file() else old
+    tmp = metrics.with_suffix(".csv.tmp")
+    merged.to_csv(tmp, index=False)
+    os.replace(tmp, metrics)
+    aside.unlink()
 
 
 def _wandb_names(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from transferlab.data.loaders import make_loader
 from transferlab.data.transforms import Augment, eval_transform, train_transform
 from transferlab.errors import TransferlabError, did_you_mean
 
@@ -253,10 +254,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return ImageDataset(self.splits[split], self.transform(split, augment))
 
     def _loader(self, split: str, shuffle: bool, augment: bool = True) -> DataLoader:
-        return DataLoader(
+        return make_loader(
             self.dataset(split, augment),
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
+            seed=self.seed,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

@@ -1,0 +1,113 @@
+"""Checkpoints that survive being killed: atomic writes, RNG states, a checkpoint on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from transferlab.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+INTERRUPT_CHECKPOINT = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """`torch.save` into a temporary file beside the target, fsync, then rename: never a half-written file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            if path.is_symlink():
+                path.unlink()
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) generator states, in types a weights-only load accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class InterruptCheckpoint(pl.Callback):
+    """On SIGTERM (e.g. cluster pre-emption) or SIGINT: save `checkpoints/last.ckpt` and remember why."""
+
+    def __init__(self, dirpath: str | Path):
+        self.dirpath = Path(dirpath)
+        self.signal: str | None = None
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+        else:
+            return
+        path = self.dirpath / INTERRUPT_CHECKPOINT
+        if path.is_symlink():
+            path.unlink()
+        trainer.save_checkpoint(path)
+        log.warning(
+            "Received %s: saved %s (epoch %d, step %d).",
+            self.signal,
+            path,
+            trainer.current_epoch,
+            trainer.global_step,
+        )
+
+
+def check_disk_space(
+    directory: Path, module: torch.nn.Module, copies: int = 3, reserve_mb: float = 0.0
+) -> None:
+    """Fail before training when `directory` cannot hold the checkpoints (weights + optimizer state)."""
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in module.parameters() if p.requires_grad)
+    need = copies * (params + 2 * trainable) + reserve_mb * 2**20
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise TransferlabError(
+            f"Only {free / 2**20:.0f} MiB free in {directory}, but checkpoints need about {need / 2**20:.0f} MiB "
+            f"(including paths.disk_reserve_mb={reserve_mb:g}); free some space or point hydra.run.dir / "
+            "paths.log_dir at a larger disk."
+        )

@@ -1,0 +1,192 @@
+"""Reproducible, resumable, resilient runs on the real stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from transferlab.train import train
+
+from .conftest import REPO, run_cli, write_image_folder
+
+DETERMINISTIC = [
+    "trainer.deterministic=true",
+    "seed=7",
+    "dataset.classes=[0,1,2,3,4]",
+    "trainer.max_epochs=2",
+]
+QUIET = ["trainer.enable_progress_bar=false", "callbacks=minimal"]
+
+
+def test_two_seeded_runs_are_bit_identical(make_cfg, tmp_path):
+    a = train(make_cfg(*DETERMINISTIC, out=tmp_path / "a"))
+    b = train(make_cfg(*DETERMINISTIC, out=tmp_path / "b"))
+    assert a["status"] == b["status"] == "ok", (a["error"], b["error"])
+    assert a["metrics"] == b["metrics"]
+    assert a["export"]["sha256"] == b["export"]["sha256"]  # final weights, bit for bit
+    assert (tmp_path / "a" / "backbone.safetensors").read_bytes() == (
+        tmp_path / "b" / "backbone.safetensors"
+    ).read_bytes()
+    assert a["seed"] == 7 and a["versions"]["torch"] and a["versions"]["pytorch-lightning"]
+    assert set(a["git"]) == {"revision", "dirty"}
+    assert a["data"]["split_sha256"] == b["data"]["split_sha256"]
+    c = train(make_cfg(*DETERMINISTIC[:-1], "trainer.max_epochs=2", "seed=8", out=tmp_path / "c"))
+    assert c["export"]["sha256"] != a["export"]["sha256"]
+
+
+def _start(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "transferlab.train", *args, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+RESUMABLE = [*DETERMINISTIC[:-1], "trainer.max_epochs=6", "dataset.classes=null", *QUIET, "logger=many"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    straight = run_cli(*RESUMABLE, f"hydra.run.dir={tmp_path / 'straight'}", cwd=REPO)
+    assert straight.returncode == 0, straight.stdout[-2000:] + straight.stderr[-2000:]
+    expected = json.loads((tmp_path / "straight" / "results.json").read_text())
+
+    run_dir = tmp_path / "killed"
+    proc = _start(run_dir, *RESUMABLE)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (
+        not (run_dir / "results.json").exists()
+        or json.loads((run_dir / "results.json").read_text())["status"] != "ok"
+    )
+
+    resumed = run_cli(*RESUMABLE, "resume=true", f"hydra.run.dir={run_dir}", cwd=REPO)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["resumed_from"].endswith("last.ckpt")
+    assert record["metrics"] == expected["metrics"]
+    assert record["export"]["sha256"] == expected["export"]["sha256"]
+    # The CSV log continues: one validation row per epoch, as in the uninterrupted run.
+    val = pd.read_csv(run_dir / "csv" / "metrics.csv").dropna(subset=["val/acc"])
+    assert val["epoch"].tolist() == list(range(6))
+    reference = pd.read_csv(tmp_path / "straight" / "csv" / "metrics.csv").dropna(subset=["val/acc"])
+    assert val["val/acc"].tolist() == reference["val/acc"].tolist()
+    # The W&B run resumes under the same id.
+    assert record["wandb_id"] == (run_dir / "wandb_run_id").read_text()
+    assert len({p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_saves_interrupted_state_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*RESUMABLE[:-1], "trainer.max_epochs=8"]
+    proc = _start(run_dir, *args)
+    _wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "interrupted"
+    assert "SIGTERM" in record["error"] and "resume=true" in record["error"]
+
+    resumed = run_cli(*args, "resume=true", f"hydra.run.dir={run_dir}", cwd=REPO)
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "ok" and record["epochs"] == 8
+
+
+@pytest.mark.slow
+def test_sweep_resume_skips_finished_jobs(tmp_path):
+    good = write_image_folder(tmp_path / "good")
+    late = tmp_path / "late"  # missing on the first attempt
+    args = [
+        "-m",
+        "dataset=image_folder",
+        f"dataset.root={good},{late}",
+        "dataset.image_size=16",
+        "dataset.num_workers=0",
+        "dataset.persistent_workers=false",
+        "trainer.max_epochs=1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *QUIET,
+    ]
+    first = run_cli(*args, cwd=REPO)
+    assert first.returncode == 1  # one failed job
+    job0 = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
+    assert json.loads((tmp_path / "sweep" / "1" / "results.json").read_text())["status"] == "failed"
+
+    write_image_folder(late)
+    second = run_cli(*args, "resume=true", cwd=REPO)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    again0 = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
+    assert again0["started_at"] == job0["started_at"]  # skipped, not re-run
+    assert json.loads((tmp_path / "sweep" / "1" / "results.json").read_text())["status"] == "ok"
+    assert "2 ok, 0 failed" in (tmp_path / "sweep" / "report.md").read_text()
+
+
+def test_absurd_learning_rate_fails_with_a_reason(make_cfg, tmp_path):
+    record = train(make_cfg("optimizer.lr=1e30", "scheduler=null", "dataset.classes=[0,1,2]"))
+    assert record["status"] == "failed"
+    assert "at step" in record["error"] and "lower the learning rate" in record["error"]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+def test_unwritable_output_directory_is_clear(make_cfg, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    record = train(make_cfg(out=blocker / "run"))
+    assert record["status"] == "failed" and "is not writable" in record["error"]
+
+
+def test_too_little_disk_is_an_error_at_start(make_cfg, tmp_path):
+    record = train(make_cfg("paths.disk_reserve_mb=1e12"))
+    assert record["status"] == "failed" and "checkpoints need about" in record["error"]
+    assert record["train_seconds"] is None  # before any training
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_too_little_disk_on_a_real_small_filesystem(make_cfg, tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True
+    ).returncode:
+        pytest.skip("tmpfs cannot be mounted here")
+    try:
+        record = train(make_cfg("paths.disk_reserve_mb=0", out=mount / "run"))
+        assert record["status"] == "failed" and "MiB free" in record["error"]
+        assert json.loads((mount / "run" / "results.json").read_text())["status"] == "failed"
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_secrets_never_land_in_outputs(make_cfg, tmp_path, monkeypatch):
+    secret = "wk-test-0123456789abcdef-secret"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", secret + "-2")
+    cfg = make_cfg("logger=many", "+extra.token=${oc.env:MY_SERVICE_TOKEN}")
+    record = train(cfg)
+    assert record["status"] == "ok", record["error"]
+    assert record["config"]["extra"]["token"] == "***"
+    leaks = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []
