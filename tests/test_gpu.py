@@ -22,6 +22,8 @@ def test_gpu_bf16_run(make_cfg):
 
 
 def test_gpu_linear_probe_cache_computed_on_gpu(make_cfg):
-    record = train(make_cfg("trainer=gpu", "strategy=linear_probe", "backbone=resnet18", "dataset.classes=[0,1,2]"))
+    record = train(
+        make_cfg("trainer=gpu", "strategy=linear_probe", "backbone=resnet18", "dataset.classes=[0,1,2]")
+    )
     assert record["status"] == "ok", record["error"]
     assert record["feature_cache"]["enabled"] is True

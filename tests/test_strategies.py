@@ -35,20 +35,24 @@ def build(cfg):
     return module, dm
 
 
-def fit(cfg, epochs=1, batches=4):
-    module, dm = build(cfg)
-    before = {k: v.detach().clone() for k, v in module.backbone.state_dict().items()}
-    head_before = {k: v.detach().clone() for k, v in module.head.state_dict().items()}
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        limit_train_batches=batches,
-        limit_val_batches=1,
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A real CPU Trainer without logging, checkpoints or progress output."""
+    return pl.Trainer(
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
+def fit(cfg, epochs=1, batches=4):
+    module, dm = build(cfg)
+    before = {k: v.detach().clone() for k, v in module.backbone.state_dict().items()}
+    head_before = {k: v.detach().clone() for k, v in module.head.state_dict().items()}
+    trainer = quiet_trainer(
+        max_epochs=epochs, limit_train_batches=batches, limit_val_batches=1, num_sanity_val_steps=0
     )
     trainer.fit(module, datamodule=dm)
     after = module.backbone.state_dict()
@@ -201,14 +205,7 @@ def test_feature_cache_hit_and_invalidation(make_cfg, tmp_path):
         module.use_cached_features = True
         count = [0]
         module.backbone.register_forward_hook(lambda *a: count.__setitem__(0, count[0] + 1))
-        pl.Trainer(
-            max_epochs=2,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        ).fit(module, datamodule=cached)
+        quiet_trainer(max_epochs=2).fit(module, datamodule=cached)
         calls.append(count[0])
         return cached
 

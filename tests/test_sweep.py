@@ -27,25 +27,28 @@ def results(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
 
 
+def run_sweep(log_dir: Path, *args: str, experiment: str = "default", expect: int = 0):
+    """`python -m transferlab.train -m ARGS` writing under `log_dir`; returns (process, sweep directory)."""
+    out = run_cli("-m", *args, f"paths.log_dir={log_dir}", *QUIET, cwd=REPO, timeout=600)
+    assert out.returncode == expect, out.stdout[-3000:] + out.stderr[-3000:]
+    (sweep,) = sweep_dirs(log_dir, experiment)
+    return out, sweep
+
+
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory) -> Path:
-    """compare_strategies with 2 strategies x 2 seeds and short training."""
-    log_dir = tmp_path_factory.mktemp("sweeps")
-    out = run_cli(
-        "-m",
+    """compare_strategies with 2 strategies x 2 seeds and short training, logged to W&B offline too."""
+    out, sweep = run_sweep(
+        tmp_path_factory.mktemp("sweeps"),
         "experiment=compare_strategies",
+        "logger=many",
         "strategy=linear_probe,full",
         "seed=0,1",
         "trainer.max_epochs=2",
         "source.overrides=['trainer.max_epochs=2']",
-        f"paths.log_dir={log_dir}",
-        *QUIET,
-        cwd=REPO,
-        timeout=600,
+        experiment="compare_strategies",
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Report: " in out.stdout
-    (sweep,) = sweep_dirs(log_dir, "compare_strategies")
     return sweep
 
 
@@ -97,19 +100,33 @@ def test_notebook_executes_on_the_sweep(tiny_sweep, monkeypatch):
     assert any("image/png" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
 
 
+def test_wandb_runs_are_grouped_by_sweep_and_strategy(tiny_sweep, monkeypatch):
+    from transferlab.report import build_wandb_report, wandb_groups, wandb_report
+    from transferlab.wandb_offline import read_offline_run
+
+    runs = [read_offline_run(p) for p in sorted(tiny_sweep.glob("*/wandb/offline-run-*"))]
+    assert len(runs) == 4 and len({r.run["id"] for r in runs}) == 4  # one run per job, never merged
+    assert {r.run["group"] for r in runs} == {f"compare_strategies/{tiny_sweep.name}"}
+    assert sorted(r.run["job_type"] for r in runs) == ["full", "full", "linear_probe", "linear_probe"]
+    report = build_report(tiny_sweep)
+    assert wandb_groups(report) == [("transferlab", f"compare_strategies/{tiny_sweep.name}")]
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert "wandb sync" in wandb_report(report)
+    wr = pytest.importorskip("wandb_workspaces.reports.v2")
+    built = build_wandb_report(report, "my-team", "transferlab", [f"compare_strategies/{tiny_sweep.name}"])
+    grids = [b for b in built.blocks if isinstance(b, wr.PanelGrid)]
+    assert len(grids) == 1 and tiny_sweep.name in grids[0].runsets[0].filters
+
+
 def test_failing_job_is_isolated_and_reported(tmp_path):
-    out = run_cli(
-        "-m",
+    out, sweep = run_sweep(
+        tmp_path,
         "backbone.name=simple_cnn,resnet1",
         "dataset.classes=[0,1,2]",
         "trainer.max_epochs=1",
-        f"paths.log_dir={tmp_path}",
-        *QUIET,
-        cwd=REPO,
+        expect=1,
     )
-    assert out.returncode == 1
     assert "1 job(s) failed: 1" in out.stderr
-    (sweep,) = sweep_dirs(tmp_path, "default")
     statuses = {r["backbone"]: r["status"] for r in results(sweep)}
     assert statuses == {"simple_cnn": "ok", "resnet1": "failed"}
     report = (sweep / "report.md").read_text()
@@ -119,8 +136,8 @@ def test_failing_job_is_isolated_and_reported(tmp_path):
 
 def test_joblib_launcher_runs_jobs_in_parallel_with_dataloader_workers(tmp_path):
     root = write_image_folder(tmp_path / "images")
-    out = run_cli(
-        "-m",
+    _, sweep = run_sweep(
+        tmp_path / "logs",
         "hydra/launcher=local",
         "strategy=linear_probe,full",
         "dataset=image_folder",
@@ -128,12 +145,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_dataloader_workers(tmp_path)
         "dataset.image_size=32",
         "dataset.num_workers=1",
         "trainer.max_epochs=3",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        *QUIET,
-        cwd=REPO,
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (sweep,) = sweep_dirs(tmp_path / "logs", "default")
     jobs = results(sweep)
     assert [r["status"] for r in jobs] == ["ok", "ok"]
     assert jobs[0]["pid"] != jobs[1]["pid"] != os.getpid()
@@ -143,17 +155,9 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_dataloader_workers(tmp_path)
 
 
 def test_submitit_local_launcher_runs_a_job(tmp_path):
-    out = run_cli(
-        "-m",
-        "hydra/launcher=submitit_local",
-        "debug=fast",
-        "hydra.launcher.timeout_min=10",
-        f"paths.log_dir={tmp_path}",
-        *QUIET,
-        cwd=REPO,
+    _, sweep = run_sweep(
+        tmp_path, "hydra/launcher=submitit_local", "debug=fast", "hydra.launcher.timeout_min=10"
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (sweep,) = sweep_dirs(tmp_path, "default")
     (job,) = results(sweep)
     assert job["status"] == "ok" and job["pid"] != os.getpid()
     assert (sweep / ".submitit").is_dir()

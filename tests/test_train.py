@@ -128,3 +128,15 @@ def test_ddp_cpu_two_processes(tmp_path):
     # Rank 1 ran in the same run directory (Lightning passes hydra.run.dir on), and only rank 0 wrote results.
     assert (run_dir / "train_ddp_process_1.log").is_file()
     assert [p.parent for p in Path(tmp_path).glob("**/results.json")] == [run_dir]
+
+
+@pytest.mark.parametrize(
+    "strategy", ["linear_probe", "partial", "full", "scratch", "gradual_unfreeze", "lp_ft", "bitfit", "lora"]
+)
+def test_every_strategy_runs_on_the_embedded_default(make_cfg, strategy):
+    record = train(make_cfg(f"strategy={strategy}", "debug=fast"))
+    assert record["status"] == "ok", record["error"]
+    assert record["strategy"] == strategy
+    details = record["strategy_details"]
+    assert details["name"] == strategy and len(details["stages"]) == 3
+    assert "BatchNorm" in details["bn_policy"]

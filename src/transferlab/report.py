@@ -41,6 +41,9 @@ ROW_FIELDS = (
     "train_seconds",
     "peak_memory_mb",
     "weights_sha256",
+    "wandb_project",
+    "wandb_group",
+    "wandb_id",
     "error",
 )
 # Overrides that choose a config group map to the run's own name for it.
@@ -326,47 +329,60 @@ def build_report(sweep_dir: str | Path) -> SweepReport:
 
 
 # ------------------------------------------------------------------------------------- W&B
-def wandb_report(report: SweepReport, project: str = "transferlab", entity: str | None = None) -> str:
-    """Build a W&B Report of the sweep's group (online only); otherwise say how to do it later."""
-    import os
+def wandb_groups(report: SweepReport) -> list[tuple[str, str]]:
+    """(project, group) of the sweep's W&B runs, as recorded in their results.json."""
+    rows = (
+        report.rows.dropna(subset=["wandb_group"]) if "wandb_group" in report.rows else report.rows.iloc[:0]
+    )
+    return sorted({(str(p), str(g)) for p, g in zip(rows["wandb_project"], rows["wandb_group"], strict=True)})
 
-    groups = sorted(set(report.rows.get("config.logger.wandb.group", pd.Series(dtype=str)).dropna()))
-    offline = os.environ.get("WANDB_MODE", "offline") != "online" or not os.environ.get("WANDB_API_KEY")
-    sync = f"wandb sync {report.sweep_dir}/*/wandb/offline-run-*"
-    if not groups:
-        return "No W&B runs in this sweep (run it with logger=wandb or logger=many)."
-    if offline:
-        return (
-            f"W&B runs are offline. Upload them with `{sync}`, then build the report with "
-            f"`WANDB_MODE=online transferlab-report {report.sweep_dir} --wandb` (needs `pip install wandb-workspaces`)."
-        )
-    try:
-        import wandb_workspaces.reports.v2 as wr
-    except ImportError:
-        return "Building W&B Reports needs wandb-workspaces: pip install 'transferlab[wandb-reports]'."
+
+def build_wandb_report(report: SweepReport, entity: str, project: str, groups: list[str]):
+    """A W&B Report (wandb-workspaces) of the sweep: the markdown table, then per group a bar chart of
+    test accuracy by strategy and the validation curves."""
+    import wandb_workspaces.reports.v2 as wr
+
     blocks = [
         wr.H1(text=f"transferlab sweep {report.sweep_dir.name}"),
         wr.MarkdownBlock(text=render_markdown(report)),
     ]
     for group in groups:
         runset = wr.Runset(
+            entity=entity,
             project=project,
-            entity=entity or "",
+            name=group,
             filters=f"Metric('group') == '{group}'",
             groupby=["strategy.name"],
         )
-        blocks.append(
-            wr.PanelGrid(
-                runsets=[runset],
-                panels=[
-                    wr.BarPlot(title=PRIMARY, metrics=[PRIMARY], groupby="strategy.name"),
-                    wr.LinePlot(title="val/acc", x="epoch", y=["val/acc"]),
-                ],
-            )
+        panels = [
+            wr.BarPlot(title=PRIMARY, metrics=[PRIMARY], groupby="strategy.name"),
+            wr.LinePlot(title="val/acc", x="epoch", y=["val/acc"], groupby="strategy.name"),
+        ]
+        blocks.append(wr.PanelGrid(runsets=[runset], panels=panels))
+    return wr.Report(entity=entity, project=project, title=f"transferlab: {', '.join(groups)}", blocks=blocks)
+
+
+def wandb_report(report: SweepReport, entity: str | None = None) -> str:
+    """Build and save the W&B Report when online; otherwise say how to sync and build it later."""
+    import os
+
+    found = wandb_groups(report)
+    if not found:
+        return "No W&B runs in this sweep (run it with logger=wandb or logger=many)."
+    sync = f"wandb sync {report.sweep_dir}/*/wandb/offline-run-*"
+    if os.environ.get("WANDB_MODE", "offline") != "online":
+        return (
+            f"W&B runs are offline. Upload them with `{sync}`, then build the report with "
+            f"`WANDB_MODE=online transferlab-report {report.sweep_dir} --wandb` (needs `pip install wandb-workspaces`)."
         )
-    saved = wr.Report(
-        project=project, entity=entity or "", title=f"transferlab: {', '.join(groups)}", blocks=blocks
-    ).save()
+    try:
+        import wandb
+        import wandb_workspaces  # noqa: F401
+    except ImportError:
+        return "Building W&B Reports needs wandb-workspaces: pip install 'transferlab[wandb-reports]'."
+    entity = entity or wandb.Api().default_entity
+    project = found[0][0]
+    saved = build_wandb_report(report, entity, project, [g for p, g in found if p == project]).save()
     return f"W&B Report: {saved.url}"
 
 
@@ -399,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--wandb", action="store_true", help="also build a W&B Report of the sweep's runs (online)"
     )
+    parser.add_argument("--entity", default=None, help="W&B entity for --wandb (default: yours)")
     args = parser.parse_args(argv)
     try:
         report = build_report(args.sweep_dir)
@@ -408,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
     print((args.sweep_dir / "report.md").read_text())
     print("Wrote: " + ", ".join(p.name for p in report.files))
     if args.wandb:
-        print(wandb_report(report))
+        print(wandb_report(report, entity=args.entity))
 
 
 if __name__ == "__main__":

@@ -291,8 +291,9 @@ def _build_loggers(cfg: DictConfig, out: Path, resuming: bool = False) -> list[A
 def _remember_wandb_id(trainer: pl.Trainer, out: Path, record: dict[str, Any]) -> None:
     for logger in trainer.loggers:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
-            record["wandb_id"] = logger.experiment.id
-            (out / WANDB_ID_FILE).write_text(record["wandb_id"])
+            run = logger.experiment
+            record.update(wandb_id=run.id, wandb_group=run.group, wandb_project=run.project)
+            (out / WANDB_ID_FILE).write_text(run.id)
 
 
 def _finished_record(cfg: DictConfig, out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
