@@ -148,11 +148,7 @@ class TransferModule(pl.LightningModule):
             "frozen_stages": [s["name"] for s in stages if s["trainable"] == 0],
             "frozen_params": frozen_params,
             "trainable_backbone_params": backbone_total - frozen_params,
-            "bn_policy": (
-                "frozen BatchNorm layers train (running statistics updated)"
-                if self.strategy.train_bn
-                else "frozen BatchNorm layers in eval mode (running statistics untouched)"
-            ),
+            "bn_policy": _bn_policy(frozen_params, self.strategy.train_bn),
             "lr_scales": self.strategy.lr_scales(len(stages)),
             "gated": self.strategy.gated,
         }
@@ -269,6 +265,14 @@ class TransferModule(pl.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _bn_policy(frozen_params: int, train_bn: bool) -> str:
+    if frozen_params == 0:
+        return "nothing frozen: every BatchNorm layer trains"
+    if train_bn:
+        return "frozen BatchNorm layers train (running statistics updated)"
+    return "frozen BatchNorm layers in eval mode (running statistics untouched)"
 
 
 def _default_optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:

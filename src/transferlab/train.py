@@ -94,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         fit_data = _maybe_cache_features(cfg, strategy, module, datamodule, record)
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
         ckpt_path = _resume_checkpoint(cfg, out)
-        if ckpt_path:
+        if ckpt_path and is_rank_zero():
             csv_resume = _set_csv_aside(out, ckpt_path)
             record["resumed_from"] = ckpt_path
         trainer = instantiate(
@@ -139,13 +139,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             _merge_csv(out, *csv_resume)
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)
         record["wall_seconds"] = round(time.time() - record["started_at"], 3)
-    if trainer is None or trainer.is_global_zero:
-        if is_rank_zero() or trainer is not None:
-            try:
-                write_json_atomic(out / RESULTS_FILE, record)
-            except OSError as exc:  # the output directory itself is the problem (already in the error)
-                log.error("Could not write %s: %s", out / RESULTS_FILE, exc)
-            print_summary(record, out)
+    if trainer.is_global_zero if trainer is not None else is_rank_zero():  # DDP: rank 0 writes
+        try:
+            write_json_atomic(out / RESULTS_FILE, record)
+        except OSError as exc:  # the output directory itself is the problem (already in the error)
+            log.error("Could not write %s: %s", out / RESULTS_FILE, exc)
+        print_summary(record, out)
     if interrupted is not None:
         sys.exit(143 if interrupt.signal == "SIGTERM" else 130)
     return record
