@@ -162,3 +162,10 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     assert job["status"] == "ok" and job["pid"] != os.getpid()
     assert (sweep / ".submitit").is_dir()
     assert build_report(sweep).rows["status"].tolist() == ["ok"]
+
+
+def test_ddp_inside_a_multirun_is_refused_with_the_fix(tmp_path):
+    out, sweep = run_sweep(tmp_path, "trainer=ddp_cpu", "debug=fast", expect=1)
+    (job,) = results(sweep)
+    assert job["status"] == "failed"
+    assert "cannot run inside a Hydra multirun" in job["error"] and "ddp_spawn" in job["error"]
