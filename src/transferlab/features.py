@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from transferlab.atomic import atomic_open
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import state_dict_sha256
 from transferlab.data.image_folder import ImageFolderDataModule
@@ -75,11 +74,8 @@ class CachedFeatures(pl.LightningDataModule):
             log.info("Feature cache hit: %s (%s)", split, path.name)
             return data["features"], data["labels"]
         features, labels = self._compute(split)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        os.close(fd)
-        torch.save({"features": features, "labels": labels}, tmp)
-        os.replace(tmp, path)
+        with atomic_open(path) as f:
+            torch.save({"features": features, "labels": labels}, f)
         self.misses.append(split)
         log.info("Feature cache miss: computed %s features %s -> %s", split, tuple(features.shape), path.name)
         return features, labels

@@ -8,12 +8,13 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from transferlab.atomic import atomic_open
 
 RESULTS_FILE = "results.json"
 PACKAGES = (
@@ -99,19 +100,9 @@ def redact(value: Any) -> Any:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write JSON through a temporary file in the same folder and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(redact(data), f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as f:
+        json.dump(redact(data), f, indent=2, default=str)
+        f.write("\n")
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:

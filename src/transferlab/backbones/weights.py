@@ -6,14 +6,14 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from transferlab.atomic import atomic_open
 from transferlab.errors import TransferlabError
 
 EXPORT_WEIGHTS = "backbone.safetensors"
@@ -143,28 +143,12 @@ def _few(items: list[str], n: int = 6) -> str:
     return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)})"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_backbone(model: nn.Module, out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Write `backbone.safetensors` and `backbone.json` atomically; returns the metadata with the sha256."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{EXPORT_WEIGHTS}.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, out_dir / EXPORT_WEIGHTS)
+    with atomic_open(out_dir / EXPORT_WEIGHTS) as f:
+        f.write(save(state))
     meta = {**meta, "weights_file": EXPORT_WEIGHTS, "sha256": file_sha256(out_dir / EXPORT_WEIGHTS)}
-    atomic_write_bytes(out_dir / EXPORT_META, json.dumps(meta, indent=2, default=str).encode())
+    with atomic_open(out_dir / EXPORT_META, "w") as f:
+        json.dump(meta, f, indent=2, default=str)
     return meta
