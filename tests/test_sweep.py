@@ -169,3 +169,20 @@ def test_ddp_inside_a_multirun_is_refused_with_the_fix(tmp_path):
     (job,) = results(sweep)
     assert job["status"] == "failed"
     assert "cannot run inside a Hydra multirun" in job["error"] and "ddp_spawn" in job["error"]
+
+
+def test_demo_pretrains_compares_and_reports(tmp_path):
+    out = run_cli(
+        "strategy=full,scratch",
+        "seed=0",
+        "trainer.max_epochs=2",
+        "source.overrides=['trainer.max_epochs=2']",
+        cwd=REPO,
+        module="transferlab.demo",
+        env={"TRANSFERLAB_OUTPUTS": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Source task digits_source (digits 0-4)" in out.stdout
+    assert "<- no transfer (random init)" in out.stdout and "vs scratch" in out.stdout
+    (report,) = tmp_path.glob("compare_strategies/multiruns/*/report.md")
+    assert f"Report: {report}" in out.stdout

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ import pandas as pd
 
 from transferlab.report import PRIMARY
 
-LOG_DIR = Path("outputs")
+LOG_DIR = Path(os.environ.get("TRANSFERLAB_OUTPUTS", "outputs"))  # as paths.log_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     ok = rows[rows["status"] == "ok"]
     means = ok.groupby("strategy")[PRIMARY].mean().sort_values(ascending=False)
     print("\n" + report.read_text())
+    source = _source_info(report.parent)
+    if source:
+        how = "reused from the cache" if source.get("reused") else "trained in this sweep"
+        acc = (source.get("metrics") or {}).get(PRIMARY)
+        print(
+            f"Source task {source['experiment']} (digits 0-4): backbone {how}, its {PRIMARY} "
+            f"{acc:.3f} -> {source['run_dir']}"
+            if acc is not None
+            else f"Source task: {source['run_dir']}"
+        )
     print(f"Target task digits 5-9 (10 labels per class), mean {PRIMARY} over seeds:")
     for strategy, value in means.items():
         note = "  <- no transfer (random init)" if strategy == "scratch" else ""
@@ -58,6 +70,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nReport: {report}  ({time.time() - started:.0f} s)")
     return code
+
+
+def _source_info(sweep: Path) -> dict | None:
+    """The source-pretraining record of the sweep's first job that used one."""
+    for path in sorted(sweep.glob("*/results.json")):
+        source = json.loads(path.read_text()).get("source")
+        if source:
+            return source
+    return None
 
 
 if __name__ == "__main__":

@@ -262,7 +262,7 @@ def _maybe_cache_features(cfg, strategy, module, datamodule, record) -> pl.Light
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     device = "cuda" if torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto") else "cpu"
     cached = CachedFeatures(
-        datamodule, module.backbone, Path(cfg.paths.cache_dir) / "features", device=device
+        datamodule, module.backbone, Path(cfg.paths.cache_dir).resolve() / "features", device=device
     )
     cached.setup()
     module.use_cached_features = True
