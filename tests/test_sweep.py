@@ -144,7 +144,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_with_dataloader_workers(tmp_path)
         f"dataset.root={root}",
         "dataset.image_size=32",
         "dataset.num_workers=1",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=12",  # long enough that start-up skew cannot hide the overlap
     )
     jobs = results(sweep)
     assert [r["status"] for r in jobs] == ["ok", "ok"]
