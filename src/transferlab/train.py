@@ -18,8 +18,6 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import Backbone
@@ -28,6 +26,7 @@ from transferlab.checkpoint import AtomicCheckpointIO, InterruptCheckpoint, chec
 from transferlab.data import ImageFolderDataModule
 from transferlab.errors import TransferlabError, instantiate
 from transferlab.features import CachedFeatures
+from transferlab.loggers import build_loggers, finish_wandb, log_config, remember_wandb_id
 from transferlab.module import TransferModule
 from transferlab.pretrain import SOURCE, ensure_source
 from transferlab.results import (
@@ -35,34 +34,25 @@ from transferlab.results import (
     git_info,
     package_versions,
     peak_memory_mb,
-    read_results,
-    redact,
     write_json_atomic,
 )
+from transferlab.resume import finished_record, merge_csv, resume_checkpoint, set_csv_aside
+from transferlab.runtime import is_multirun, is_rank_zero, overrides, resolved_config
 from transferlab.strategies import TransferStrategy
 from transferlab.summary import print_summary
 
 log = logging.getLogger("transferlab")
-WANDB_ID_FILE = "wandb_run_id"
 
 # Frozen backbone parts are deliberately in eval mode at train start (BatchNorm statistics untouched).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
-
-
-def is_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its `results.json`; job failures are recorded, not raised."""
     out = Path(cfg.paths.output_dir).resolve()
     record = _base_record(cfg, out)
-    finished = _finished_record(cfg, out, record)
+    finished = finished_record(cfg, out, record)
     if finished is not None:
         return finished
     trainer: pl.Trainer | None = None
@@ -93,18 +83,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         fit_data = _maybe_cache_features(cfg, strategy, module, datamodule, record)
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
-        ckpt_path = _resume_checkpoint(cfg, out)
+        ckpt_path = resume_checkpoint(cfg, out)
         if ckpt_path and is_rank_zero():
-            csv_resume = _set_csv_aside(out, ckpt_path)
+            csv_resume = set_csv_aside(out, ckpt_path)
             record["resumed_from"] = ckpt_path
         trainer = instantiate(
             cfg.trainer,
-            logger=_build_loggers(cfg, out, resuming=bool(ckpt_path)),
+            logger=build_loggers(cfg, out, resuming=bool(ckpt_path)),
             callbacks=[*_build_callbacks(cfg), interrupt],
             plugins=[AtomicCheckpointIO()],
         )
-        _log_config(trainer, cfg)
-        _remember_wandb_id(trainer, out, record)
+        log_config(trainer, cfg)
+        remember_wandb_id(trainer, out, record)
         started = time.perf_counter()
         trainer.fit(module, datamodule=fit_data, ckpt_path=ckpt_path)
         record["train_seconds"] = round(time.perf_counter() - started, 3)
@@ -134,9 +124,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         log.error("Run failed:\n%s", record["traceback"])
     finally:
-        _finish_wandb(trainer)
+        finish_wandb(trainer)
         if csv_resume is not None:
-            _merge_csv(out, *csv_resume)
+            merge_csv(out, *csv_resume)
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)
         record["wall_seconds"] = round(time.time() - record["started_at"], 3)
     if trainer.is_global_zero if trainer is not None else is_rank_zero():  # DDP: rank 0 writes
@@ -170,25 +160,11 @@ def _base_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "host": platform.node(),
         "pid": os.getpid(),
         "started_at": time.time(),
-        "config": _resolved(cfg),
-        "overrides": _overrides(),
+        "config": resolved_config(cfg),
+        "overrides": overrides(),
         "versions": package_versions(),
         "git": git_info(),
     }
-
-
-def _resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config with secrets (API keys, tokens from the environment) replaced by '***'."""
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an interpolation that only resolves inside a Hydra run
-        data = OmegaConf.to_container(cfg, resolve=False)
-    return redact(data)
-
-
-def _overrides() -> list[str]:
-    """The job's command-line overrides (secrets redacted: reading them resolves interpolations)."""
-    return redact(list(HydraConfig.get().overrides.task)) if HydraConfig.initialized() else []
 
 
 def _check_output_dir(out: Path) -> None:
@@ -270,123 +246,11 @@ def _maybe_cache_features(cfg, strategy, module, datamodule, record) -> pl.Light
     return cached
 
 
-def _build_loggers(cfg: DictConfig, out: Path, resuming: bool = False) -> list[Any]:
-    loggers = []
-    for key, conf in (cfg.get("logger") or {}).items():
-        if not conf or "_target_" not in conf:
-            continue
-        if key == "wandb":
-            conf = OmegaConf.create(
-                OmegaConf.to_container(conf, resolve=True)
-            )  # not struct: keys may be added
-            conf = OmegaConf.merge(conf, _wandb_names(cfg, conf))
-            id_file = out / WANDB_ID_FILE
-            if resuming and id_file.is_file():  # the resumed run continues the same W&B run
-                conf = OmegaConf.merge(conf, {"id": id_file.read_text().strip(), "resume": "allow"})
-        loggers.append(instantiate(conf, _convert_="all"))
-    return loggers
-
-
-def _remember_wandb_id(trainer: pl.Trainer, out: Path, record: dict[str, Any]) -> None:
-    for logger in trainer.loggers:
-        if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
-            run = logger.experiment
-            record.update(wandb_id=run.id, wandb_group=run.group, wandb_project=run.project)
-            (out / WANDB_ID_FILE).write_text(run.id)
-
-
-def _finished_record(cfg: DictConfig, out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
-    """With resume=true, a job whose results.json says ok is not run again (sweep resume), unless only
-    trainer settings changed (e.g. more epochs): then it continues from its last checkpoint."""
-    path = out / RESULTS_FILE
-    if not cfg.get("resume") or not path.is_file():
-        return None
-    previous = read_results(path)
-    before, now = _job_overrides(previous.get("overrides", [])), _job_overrides(record["overrides"])
-    if [o for o in before if not o.startswith("trainer.")] != [
-        o for o in now if not o.startswith("trainer.")
-    ]:
-        raise TransferlabError(
-            f"resume=true, but {out} holds a different job (overrides {previous.get('overrides')} vs "
-            f"{record['overrides']}); resume with the same overrides or choose another directory."
-        )
-    if previous.get("status") != "ok":
-        log.info("Resuming %s job in %s.", previous.get("status"), out)
-        return None
-    if before != now:
-        log.info("Continuing finished run %s with new trainer settings.", out)
-        return None
-    log.info("Skipping %s: already finished (status ok). Remove results.json to run it again.", out)
-    return previous
-
-
-def _job_overrides(overrides: list[str]) -> list[str]:
-    skip = ("resume=", "hydra.", "trainer.enable_progress_bar")
-    return sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(skip))
-
-
-def _set_csv_aside(out: Path, ckpt_path: str) -> tuple[Path, int] | None:
-    """Lightning's CSVLogger deletes an existing metrics.csv: keep it to merge after the resumed run."""
-    metrics = out / "csv" / "metrics.csv"
-    if not metrics.is_file():
-        return None
-    aside = metrics.with_name("metrics.before_resume.csv")
-    os.replace(metrics, aside)
-    epoch = int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1))
-    return aside, epoch
-
-
-def _merge_csv(out: Path, aside: Path, epoch: int) -> None:
-    """Rows of the epochs the checkpoint completed, then the resumed run's rows: one continuous log."""
-    import pandas as pd
-
-    metrics = out / "csv" / "metrics.csv"
-    old = pd.read_csv(aside)
-    old = old[old["epoch"] <= epoch]
-    merged = pd.concat([old, pd.read_csv(metrics)], ignore_index=True) if metrics.is_file() else old
-    tmp = metrics.with_suffix(".csv.tmp")
-    merged.to_csv(tmp, index=False)
-    os.replace(tmp, metrics)
-    aside.unlink()
-
-
-def _wandb_names(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:
-    """Run name from the overrides; in a sweep, the group names the sweep (experiment/sweep time)."""
-    names: dict[str, Any] = {}
-    if not conf.get("name"):
-        names["name"] = _run_name(cfg)
-    if is_multirun() and conf.get("group") == cfg.experiment_name:
-        names["group"] = f"{cfg.experiment_name}/{Path(HydraConfig.get().sweep.dir).name}"
-    return names
-
-
-def _run_name(cfg: DictConfig) -> str:
-    overrides = [o for o in _overrides() if not o.startswith(("paths.", "hydra.", "logger."))]
-    return ",".join(overrides) or f"{cfg.strategy.name}-{cfg.backbone.name}-s{cfg.seed}"
-
-
 def _build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     if cfg.trainer.get("enable_progress_bar") is False:  # trainer.enable_progress_bar=false wins
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     return callbacks
-
-
-def _log_config(trainer: pl.Trainer, cfg: DictConfig) -> None:
-    resolved = _resolved(cfg)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(resolved)
-
-
-def _resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
-    if not cfg.get("resume"):
-        return None
-    last = out / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("Resuming from %s", last)
-        return str(last)
-    log.warning("resume=true but %s does not exist: starting from the beginning.", last)
-    return None
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -416,16 +280,6 @@ def _export_meta(cfg, backbone: Backbone, datamodule: ImageFolderDataModule, rec
         "initial_weights": backbone.weights,
         "file": EXPORT_WEIGHTS,
     }
-
-
-def _finish_wandb(trainer: pl.Trainer | None) -> None:
-    """Close the W&B run of this job so the next multirun job starts its own."""
-    if "wandb" not in sys.modules:
-        return
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish(exit_code=0)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
