@@ -186,3 +186,22 @@ def test_demo_pretrains_compares_and_reports(tmp_path):
     assert "<- no transfer (random init)" in out.stdout and "vs scratch" in out.stdout
     (report,) = tmp_path.glob("compare_strategies/multiruns/*/report.md")
     assert f"Report: {report}" in out.stdout
+
+
+def test_data_size_sweep_is_reported_against_data_size(tmp_path):
+    _, sweep = run_sweep(
+        tmp_path,
+        "experiment=data_efficiency",
+        "dataset.samples_per_class=5,10",
+        "strategy=linear_probe,full",
+        "seed=0",
+        "trainer.max_epochs=1",
+        "source.overrides=['trainer.max_epochs=1']",
+        experiment="data_efficiency",
+    )
+    report = (sweep / "report.md").read_text()
+    assert "Compared by: dataset.samples_per_class, strategy." in report
+    assert "| 5 | full" in report and "| 10 | linear_probe" in report
+    assert (sweep / "test_acc_vs_samples_per_class.png").stat().st_size > 1000
+    sizes = sorted(r["data"]["sizes"]["train"] for r in results(sweep))
+    assert sizes == [25, 25, 50, 50]  # 5 classes x samples_per_class

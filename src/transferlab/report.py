@@ -156,8 +156,19 @@ def _fmt(mean: float, ci: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" + ("" if pd.isna(ci) else f" ± {ci:.{digits}f}")
 
 
+def _value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _label(row: pd.Series, keys: list[str]) -> str:
-    return " | ".join(str(row[k]) for k in keys)
+    return " | ".join(_value(row[k]) for k in keys)
+
+
+def _names(keys: list[str]) -> str:
+    """Swept keys as the user wrote them (without the `config.` column prefix)."""
+    return ", ".join(k.removeprefix("config.") for k in keys)
 
 
 def render_markdown(report: SweepReport) -> str:
@@ -165,7 +176,7 @@ def render_markdown(report: SweepReport) -> str:
     ok = rows[rows["status"] == "ok"]
     lines = [f"# Sweep report: {report.sweep_dir.name}", ""]
     lines.append(
-        f"Jobs: {len(rows)} ({len(ok)} ok, {len(report.failed)} failed). Compared by: {', '.join(keys)}."
+        f"Jobs: {len(rows)} ({len(ok)} ok, {len(report.failed)} failed). Compared by: {_names(keys)}."
     )
     if "seed" in rows and rows["seed"].nunique() > 1:
         lines.append(
@@ -180,11 +191,11 @@ def render_markdown(report: SweepReport) -> str:
         if same
         else "Data: WARNING: jobs were tested or trained on different data (see results.csv, *_data_sha256)."
     )
-    lines += ["", f"## {PRIMARY} by {', '.join(keys)} (mean ± 95% CI)", ""]
+    lines += ["", f"## {PRIMARY} by {_names(keys)} (mean ± 95% CI)", ""]
     if summary.empty:
         lines.append("No successful job.")
     else:
-        table = pd.DataFrame({" ".join(keys): [_label(r, keys) for _, r in summary.iterrows()]})
+        table = pd.DataFrame({_names(keys): [_label(r, keys) for _, r in summary.iterrows()]})
         table["n"] = summary["n"].astype(int)
         for metric in METRICS:
             if f"{metric} mean" in summary:
@@ -197,7 +208,7 @@ def render_markdown(report: SweepReport) -> str:
         table["peak MB"] = [f"{v:.0f}" for v in summary["peak_memory_mb"]]
         best = summary.iloc[0]
         table.iloc[0, 0] = f"**{table.iloc[0, 0]}** (best)"
-        lines.append(table.to_markdown(index=False))
+        lines.append(table.to_markdown(index=False, disable_numparse=True))
         lines += [
             "",
             f"Best by mean {PRIMARY}: **{_label(best, keys)}** "
@@ -241,7 +252,7 @@ def make_plots(report: SweepReport) -> list[Path]:
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels)), 4))
     ax.bar(labels, summary[f"{PRIMARY} mean"], yerr=ci, capsize=4, color="tab:blue")
     ax.set_ylabel(f"{PRIMARY} (mean ± 95% CI)")
-    ax.set_title(f"{PRIMARY} by {', '.join(keys)}")
+    ax.set_title(f"{PRIMARY} by {_names(keys)}")
     ax.tick_params(axis="x", rotation=30)
     files.append(_save(fig, out / "test_acc_by_group.png"))
 
@@ -274,9 +285,10 @@ def make_plots(report: SweepReport) -> list[Path]:
         (k, "trainable_stages") for k in DEPTH_KEYS
     ]:
         if x_key in keys:
-            series_keys = [k for k in keys if k != x_key] or [x_key]
+            series_keys = [k for k in keys if k != x_key]
+            series = summary.groupby(series_keys, sort=True) if series_keys else [(PRIMARY, summary)]
             fig, ax = plt.subplots(figsize=(6, 4))
-            for label, part in summary.groupby(series_keys, sort=True):
+            for label, part in series:
                 part = part.sort_values(x_key)
                 ax.errorbar(
                     part[x_key],
@@ -284,7 +296,7 @@ def make_plots(report: SweepReport) -> list[Path]:
                     yerr=part[f"{PRIMARY} ci95"].fillna(0),
                     marker="o",
                     capsize=3,
-                    label=str(label if not isinstance(label, tuple) else " | ".join(map(str, label))),
+                    label=" | ".join(map(_value, label)) if isinstance(label, tuple) else _value(label),
                 )
             ax.set_xlabel(name)
             ax.set_ylabel(PRIMARY)
