@@ -32,5 +32,5 @@ def test_offline_run_records_metrics_config_group_and_job_type(make_cfg, tmp_pat
     assert first.config["strategy"]["trainable_stages"] == 1  # the resolved config
     assert first.config["dataset"]["root"].endswith("digits")
     logged = {k for row in first.history for k in row}
-    assert {"train/loss_step", "val/acc", "test/acc"} <= logged
+    assert {"train/loss", "train/loss_epoch", "val/acc", "test/acc"} <= logged
     assert abs(first.summary["test/acc"] - record["metrics"]["test/acc"]) < 1e-6

@@ -171,8 +171,11 @@ class TransferModule(pl.LightningModule):
         logits = self(x)
         loss = self.criterion(logits, y)
         metrics.update(logits.detach().softmax(dim=-1), y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
+        if stage == "train":  # `train/loss` per step (the contract's name) and its epoch mean
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        else:
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
     def _log_epoch(self, metrics: MetricCollection) -> None:
