@@ -140,6 +140,8 @@ def test_gradual_unfreeze_gates_stages_by_epoch(make_cfg):
     # epoch 0: head only; epoch 1: + last stage. Everything earlier is untouched, BN statistics included.
     assert not {k for k in changed if in_stages(k, module, range(n - 1))}
     assert {k for k in keys if in_stages(k, module, [n - 1]) and k.endswith("weight")} <= changed
+    # Once unfrozen, a stage's BatchNorm layers train again (their running statistics move).
+    assert any(k.endswith("running_mean") for k in changed if in_stages(k, module, [n - 1]))
     optimized = sum(len(g["params"]) for g in module.trainer.optimizers[0].param_groups)
     assert optimized == len(list(module.parameters()))  # everything registered from step 0
 

@@ -112,6 +112,8 @@ class TransferModule(pl.LightningModule):
         return self
 
     def _set_frozen_modes(self) -> None:
+        """Backbone in train mode except frozen parts (eval); unfrozen parts return to train mode."""
+        self.backbone.train()
         frozen = self._frozen_ids
 
         def visit(module: nn.Module) -> None:
