@@ -217,3 +217,20 @@ def test_feature_cache_hit_and_invalidation(make_cfg, tmp_path):
     assert second.hits == ["train", "val", "test"] and calls[1] == 0  # backbone never ran
     third = run(perturb=True)
     assert third.misses == ["train", "val", "test"]  # new weights: stale cache not used
+
+
+def test_lora_skips_depthwise_convolutions_and_explains_a_bad_target(make_cfg):
+    effnet = [
+        "backbone=efficientnet_b0",
+        "backbone.name=test_efficientnet",
+        "dataset.image_size=32",
+        "dataset.classes=[0,1,2]",
+        "strategy=lora",
+        "strategy.rank=8",
+    ]
+    module, changed, keys, head_changed = fit(make_cfg(*effnet))
+    assert changed and all("lora_" in k for k in changed)
+    with pytest.raises(
+        TransferlabError, match=r"conv_dw.* matches no Linear or ungrouped Conv2d layer.*depthwise"
+    ):
+        build(make_cfg(*effnet, "strategy.target_modules=[conv_dw]"))

@@ -16,13 +16,19 @@ ADAPTER_MARK = "lora_"
 
 
 def _adaptable(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and n]
+    """Linear layers and ordinary (not grouped/depthwise) convolutions: what LoRA can adapt."""
+    return [
+        n
+        for n, m in model.named_modules()
+        if n and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1))
+    ]
 
 
 class LoRA(TransferStrategy):
     """Only the adapters (rank `rank`, scale `alpha / rank`) and the head train.
 
-    `target_modules`: module-name suffixes to adapt; default `qkv` for ViTs, else every Linear/Conv2d.
+    `target_modules`: module-name suffixes to adapt; default `qkv` for ViTs, else every Linear and
+    ungrouped Conv2d layer (depthwise convolutions are left alone).
     """
 
     name = "lora"
@@ -50,7 +56,7 @@ class LoRA(TransferStrategy):
             if not any(n == target or n.endswith("." + target) for n in names):
                 suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
                 raise TransferlabError(
-                    f"strategy.target_modules: '{target}' matches no Linear/Conv2d layer of this backbone."
+                    f"strategy.target_modules: '{target}' matches no Linear or ungrouped Conv2d layer of this backbone (LoRA cannot adapt depthwise convolutions)."
                     f"{did_you_mean(target, suffixes)} Layer names end with: {', '.join(suffixes[:12])}."
                 )
         return self.target_modules
@@ -64,7 +70,13 @@ class LoRA(TransferStrategy):
         config = LoraConfig(
             target_modules=targets, r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, bias="none"
         )
-        backbone.model = get_peft_model(backbone.model, config)
+        try:
+            backbone.model = get_peft_model(backbone.model, config)
+        except ValueError as exc:  # e.g. a grouped convolution whose groups do not divide the rank
+            raise TransferlabError(
+                f"strategy.target_modules={targets} cannot take LoRA adapters of rank {self.rank}: {exc} "
+                "Target other layers (Linear or ungrouped Conv2d) or change strategy.rank."
+            ) from None
         self.resolved_targets = targets
 
     def trainable_parameters(self, backbone: Backbone, epoch: int) -> set[int]:
