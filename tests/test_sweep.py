@@ -201,7 +201,7 @@ def test_data_size_sweep_is_reported_against_data_size(tmp_path):
     )
     report = (sweep / "report.md").read_text()
     assert "Compared by: dataset.samples_per_class, strategy." in report
-    assert "| 5 | full" in report and "| 10 | linear_probe" in report
+    assert "| 5 / full " in report and "| 10 / linear_probe " in report
     assert (sweep / "test_acc_vs_samples_per_class.png").stat().st_size > 1000
     sizes = sorted(r["data"]["sizes"]["train"] for r in results(sweep))
     assert sizes == [25, 25, 50, 50]  # 5 classes x samples_per_class

@@ -163,7 +163,7 @@ def _value(value: Any) -> str:
 
 
 def _label(row: pd.Series, keys: list[str]) -> str:
-    return " | ".join(_value(row[k]) for k in keys)
+    return " / ".join(_value(row[k]) for k in keys)
 
 
 def _names(keys: list[str]) -> str:
@@ -296,7 +296,7 @@ def make_plots(report: SweepReport) -> list[Path]:
                     yerr=part[f"{PRIMARY} ci95"].fillna(0),
                     marker="o",
                     capsize=3,
-                    label=" | ".join(map(_value, label)) if isinstance(label, tuple) else _value(label),
+                    label=" / ".join(map(_value, label)) if isinstance(label, tuple) else _value(label),
                 )
             ax.set_xlabel(name)
             ax.set_ylabel(PRIMARY)
