@@ -140,3 +140,10 @@ def test_every_strategy_runs_on_the_embedded_default(make_cfg, strategy):
     details = record["strategy_details"]
     assert details["name"] == strategy and len(details["stages"]) == 3
     assert "BatchNorm" in details["bn_policy"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the machine has a GPU")
+def test_gpu_trainer_without_a_gpu_is_a_clear_error(make_cfg):
+    record = train(make_cfg("trainer=gpu"))
+    assert record["status"] == "failed"
+    assert "no CUDA GPU" in record["error"] and "trainer=cpu" in record["error"]

@@ -181,6 +181,15 @@ def _check_output_dir(out: Path) -> None:
 
 
 def _check_launch(cfg: DictConfig) -> None:
+    """Refuse launches that cannot work here, with the fix: a missing device, DDP inside -m."""
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise TransferlabError(
+            f"trainer.accelerator={accelerator} but this machine has no CUDA GPU visible to PyTorch "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use trainer=cpu, or check the driver."
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise TransferlabError("trainer.accelerator=mps but MPS is not available here; use trainer=cpu.")
     strategy = cfg.trainer.get("strategy")
     name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
     spawn = "spawn" in str(name) or (
