@@ -306,4 +306,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the copy imported as `transferlab.train`, not this `__main__` one: joblib and submitit then
+    # pickle the task function by reference instead of by value (which fails on torch's modules).
+    from transferlab.train import main as imported_main
+
+    imported_main()
