@@ -11,39 +11,24 @@ from .conftest import REPO, run_cli
 pytestmark = pytest.mark.slow
 
 
-def last_json(stdout: str) -> dict:
-    start = stdout.rfind("\n{") + 1  # the JSON object printed last (0 when it is all there is)
-    return json.loads(stdout[start:])
+def run_benchmark(module: str, *args: str) -> dict:
+    """Run `python -m benchmarks.<module> ARGS` and return the JSON object it printed last."""
+    out = run_cli(*args, cwd=REPO, module=f"benchmarks.{module}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    start = out.stdout.rfind("\n{") + 1  # 0 when the JSON is all there is
+    return json.loads(out.stdout[start:])
 
 
 def test_train_step_overhead_benchmark():
-    out = run_cli(
-        "--backbone",
-        "test_resnet",
-        "--steps",
-        "4",
-        "--batch-size",
-        "8",
-        cwd=REPO,
-        module="benchmarks.train_step_overhead",
+    result = run_benchmark(
+        "train_step_overhead", "--backbone", "test_resnet", "--steps", "4", "--batch-size", "8"
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = last_json(out.stdout)
     assert result["steps"] >= 4 and result["ratio_transferlab_over_plain"] > 0
 
 
 def test_linear_probe_cache_benchmark():
-    out = run_cli(
-        "--epochs",
-        "1",
-        "--backbone",
-        "simple_cnn",
-        "--image-size",
-        "16",
-        cwd=REPO,
-        module="benchmarks.linear_probe_cache",
+    result = run_benchmark(
+        "linear_probe_cache", "--epochs", "1", "--backbone", "simple_cnn", "--image-size", "16"
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = last_json(out.stdout)
     assert result["cached_test_acc"] is not None and result["speedup"] > 0
     assert {"cold_cache_seconds", "recompute_seconds", "plain_torch_head_seconds"} <= set(result)
