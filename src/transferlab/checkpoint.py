@@ -72,8 +72,6 @@ class InterruptCheckpoint(pl.Callback):
         else:
             return
         path = self.dirpath / INTERRUPT_CHECKPOINT
-        if path.is_symlink():
-            path.unlink()
         trainer.save_checkpoint(path)
         log.warning(
             "Received %s: saved %s (epoch %d, step %d).",

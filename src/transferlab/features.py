@@ -51,7 +51,7 @@ class CachedFeatures(pl.LightningDataModule):
             "format": CACHE_FORMAT,
             "backbone": self.backbone.name,
             "kwargs": self.backbone.kwargs,
-            "weights": state_dict_sha256(self.backbone.model.state_dict()),
+            "weights": self._weights_sha256,
             "split": split,
             "data": dm.split_hash(split),
             "classes": dm.class_names,
@@ -63,6 +63,7 @@ class CachedFeatures(pl.LightningDataModule):
         if self.tensors:
             return
         self.datamodule.setup()
+        self._weights_sha256 = state_dict_sha256(self.backbone.model.state_dict())
         for split in SPLITS:
             self.tensors[split] = self._load_or_compute(split)
 

@@ -62,7 +62,7 @@ def log_config(trainer: pl.Trainer, cfg: DictConfig) -> None:
         logger.log_hyperparams(resolved)
 
 
-def finish_wandb(trainer: pl.Trainer | None) -> None:
+def finish_wandb() -> None:
     """Close the W&B run of this job so the next multirun job starts its own."""
     if "wandb" not in sys.modules:
         return

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,11 +123,8 @@ def swept_keys(rows: pd.DataFrame) -> list[str]:
 # ------------------------------------------------------------------------------- statistics
 def ci95(series: pd.Series) -> float:
     """Half-width of the 95% t-interval of the mean (NaN for fewer than 2 values)."""
-    values = series.dropna()
-    n = len(values)
-    if n < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    n = series.count()
+    return float(stats.t.ppf(0.975, n - 1) * series.sem()) if n >= 2 else float("nan")
 
 
 def summarize(rows: pd.DataFrame, group_keys: list[str]) -> pd.DataFrame:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from transferlab.results import redact
 
 
 def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    """Rank 0 of a distributed run (Lightning's own reading of RANK, LOCAL_RANK, SLURM_PROCID, ...)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def is_multirun() -> bool:

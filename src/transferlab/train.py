@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         log.error("Run failed:\n%s", record["traceback"])
     finally:
-        finish_wandb(trainer)
+        finish_wandb()
         if csv_resume is not None:
             merge_csv(out, *csv_resume)
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)

@@ -33,7 +33,6 @@ class TransferStrategy:
     name = "base"
     gated = False
     random_init = False
-    uses_cached_features = False
 
     def __init__(
         self,
