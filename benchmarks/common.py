@@ -9,22 +9,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from transferlab.config import compose_train
 
 
 def compose_run(out_dir: Path, overrides: list[str]) -> DictConfig:
     """The config the CLI would build for `overrides`, writing into `out_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-        del cfg["hydra"]
-    return cfg
+    return compose_train(overrides, output_dir=out_dir)
 
 
 def timed(fn, *args, **kwargs):

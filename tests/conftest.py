@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from PIL import Image
+
+from transferlab.config import compose_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,18 +40,7 @@ FAST = [
 
 def compose_cfg(out_dir: Path, overrides: list[str] | None = None, fast: bool = True) -> DictConfig:
     """Compose `train.yaml` exactly as the CLI would, with outputs in `out_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[*(FAST if fast else []), *(overrides or [])],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out_dir)
-        del cfg["hydra"]
-    return cfg
+    return compose_train([*(FAST if fast else []), *(overrides or [])], output_dir=out_dir)
 
 
 @pytest.fixture

@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.backbones.weights import EXPORT_WEIGHTS
+from transferlab.config import compose_train
 from transferlab.errors import TransferlabError
 from transferlab.results import RESULTS_FILE, read_results
 
@@ -40,23 +39,10 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def _config_module() -> Iterator[None]:
-    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: reuse its search path
-        yield
-        return
-    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
-        yield
-
-
 def compose_source(cfg: DictConfig) -> DictConfig:
     """The source run's config: its experiment, with the target's backbone and image size."""
     source = cfg.source
-    with _config_module():
-        src = compose(
-            config_name="train",
-            overrides=[f"experiment={source.experiment}", *list(source.get("overrides") or [])],
-        )
+    src = compose_train([f"experiment={source.experiment}", *list(source.get("overrides") or [])])
     with open_dict(src):
         src.backbone = OmegaConf.merge(cfg.backbone, {"pretrained": False})
         src.dataset.image_size = cfg.dataset.image_size

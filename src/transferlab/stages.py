@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import sys
 
-from hydra import compose, initialize_config_module
 from rich.console import Console
 from rich.table import Table
 
+from transferlab.config import compose_train
 from transferlab.errors import TransferlabError, instantiate
 
 
 def stage_table(overrides: list[str]) -> Table:
     """Index, name, modules and parameter count of each stage of the configured backbone."""
-    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_train(overrides)
     backbone = instantiate(cfg.backbone, pretrained=False, _convert_="all")
     table = Table(title=f"Stages of {backbone.name} (stem first; the head is not a stage)")
     for column in ("index", "stage", "modules", "params"):
