@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import multiprocessing
 import random
@@ -70,17 +71,24 @@ def scan_class_folders(split_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def verify_images(paths: Sequence[Path]) -> None:
-    """Open every image header; a corrupt file is named in the error."""
+def read_images(paths: Sequence[Path], verify: bool = True) -> dict[Path, bytes]:
+    """sha256 of every file, read once; with `verify`, each is also checked as an image (a corrupt
+    file is named in the error)."""
+    digests = {}
     for path in paths:
+        data = path.read_bytes()
+        digests[path] = hashlib.sha256(data).digest()
+        if not verify:
+            continue
         try:
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 im.verify()
         except Exception as exc:
             raise TransferlabError(
                 f"Corrupt image {path} ({type(exc).__name__}: {exc}); remove or replace it "
                 "(or set dataset.verify_images=false to skip this check)."
             ) from None
+    return digests
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
@@ -135,7 +143,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.name = name
         self.splits: dict[str, list[Sample]] = {}
         self.class_names: list[str] = []
-        self._hashes: dict[str, str] = {}
+        self._digests: dict[Path, bytes] = {}
 
     # ----------------------------------------------------------------- set-up
     def prepare_root(self) -> None:
@@ -168,8 +176,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         else:
             pool, val = self._stratified_split(pool)
         train_samples = self._subsample(pool)
-        if self.verify:
-            verify_images([p for p, _ in train_samples + val + test])
+        self._digests = read_images([p for p, _ in train_samples + val + test], verify=self.verify)
         self.splits = {"train": train_samples, "val": val, "test": test}
         log.info(
             "Data %s: %d classes, train %d, val %d, test %d images",
@@ -280,13 +287,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def split_hash(self, split: str) -> str:
         """sha256 over the split's file list (relative paths), labels and file contents."""
-        if split not in self._hashes:
-            digest = hashlib.sha256()
-            for path, label in self.splits[split]:
-                digest.update(f"{path.relative_to(self.root)}|{label}|".encode())
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
-            self._hashes[split] = digest.hexdigest()
-        return self._hashes[split]
+        digest = hashlib.sha256()
+        for path, label in self.splits[split]:
+            digest.update(f"{path.relative_to(self.root)}|{label}|".encode())
+            digest.update(self._digests[path])
+        return digest.hexdigest()
 
     def describe(self) -> dict[str, Any]:
         """What the results record about the data."""
