@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
+import pandas as pd
 from omegaconf import DictConfig
 
+from transferlab.atomic import atomic_open
 from transferlab.errors import TransferlabError
 from transferlab.results import RESULTS_FILE, read_results
 
@@ -57,26 +58,26 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     return None
 
 
-def set_csv_aside(out: Path, ckpt_path: str) -> tuple[Path, int] | None:
+def set_csv_aside(out: Path) -> Path | None:
     """Lightning's CSVLogger deletes an existing metrics.csv: keep it to merge after the resumed run."""
     metrics = out / "csv" / "metrics.csv"
     if not metrics.is_file():
         return None
     aside = metrics.with_name("metrics.before_resume.csv")
     os.replace(metrics, aside)
-    epoch = int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1))
-    return aside, epoch
+    return aside
 
 
-def merge_csv(out: Path, aside: Path, epoch: int) -> None:
-    """Rows of the epochs the checkpoint completed, then the resumed run's rows: one continuous log."""
-    import pandas as pd
+def merge_csv(out: Path, aside: Path) -> None:
+    """The earlier rows up to the epoch the resumed run starts at, then its rows: one continuous log.
 
+    Rows of an epoch that was cut short (after the last checkpoint) are dropped.
+    """
     metrics = out / "csv" / "metrics.csv"
     old = pd.read_csv(aside)
-    old = old[old["epoch"] <= epoch]
-    merged = pd.concat([old, pd.read_csv(metrics)], ignore_index=True) if metrics.is_file() else old
-    tmp = metrics.with_suffix(".csv.tmp")
-    merged.to_csv(tmp, index=False)
-    os.replace(tmp, metrics)
+    if metrics.is_file():
+        new = pd.read_csv(metrics)
+        old = pd.concat([old[old["epoch"] < new["epoch"].min()], new], ignore_index=True)
+    with atomic_open(metrics, "w") as f:
+        old.to_csv(f, index=False)
     aside.unlink()

@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer | None = None
     interrupt = InterruptCheckpoint(out / "checkpoints")
     interrupted: BaseException | None = None
-    csv_resume: tuple[Path, int] | None = None
+    csv_aside: Path | None = None
     try:
         _check_output_dir(out)
         _check_launch(cfg)
@@ -85,7 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
         ckpt_path = resume_checkpoint(cfg, out)
         if ckpt_path and is_rank_zero():
-            csv_resume = set_csv_aside(out, ckpt_path)
+            csv_aside = set_csv_aside(out)
             record["resumed_from"] = ckpt_path
         trainer = instantiate(
             cfg.trainer,
@@ -125,8 +125,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.error("Run failed:\n%s", record["traceback"])
     finally:
         finish_wandb()
-        if csv_resume is not None:
-            merge_csv(out, *csv_resume)
+        if csv_aside is not None:
+            merge_csv(out, csv_aside)
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)
         record["wall_seconds"] = round(time.time() - record["started_at"], 3)
     if trainer.is_global_zero if trainer is not None else is_rank_zero():  # DDP: rank 0 writes
