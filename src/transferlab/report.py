@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -86,7 +87,7 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
         row: dict[str, Any] = {"job": path.parent.relative_to(sweep_dir).as_posix() or "."}
         row.update({k: record.get(k) for k in ROW_FIELDS})
         row.update({m: (record.get("metrics") or {}).get(m) for m in METRICS})
-        row["overrides"] = " ".join(record.get("overrides") or [])
+        row["overrides"] = json.dumps(record.get("overrides") or [])
         splits = ((record.get("data") or {}).get("split_sha256")) or {}
         row["train_data_sha256"] = splits.get("train")
         row["test_data_sha256"] = splits.get("test")
@@ -101,23 +102,17 @@ def _scalar(value: Any) -> Any:
 
 
 def swept_keys(rows: pd.DataFrame) -> list[str]:
-    """Columns of the keys that the jobs' overrides set to different values."""
-    values: dict[str, set[str]] = {}
-    order: list[str] = []
+    """Columns of the keys that the jobs' overrides (parsed by Hydra) set to different values."""
+    parser = OverridesParser.create()
+    values: dict[str, set[str]] = {}  # insertion-ordered: keys in the order the user wrote them
     for overrides in rows["overrides"]:
-        for item in overrides.split():
-            if "=" not in item:
+        for override in parser.parse_overrides(json.loads(overrides)):
+            key = override.key_or_group
+            if override.is_delete() or key.startswith(("hydra.", "paths.")):
                 continue
-            key, value = item.lstrip("+~").split("=", 1)
-            if key.startswith(("hydra.", "paths.")):
-                continue
-            if key not in values:
-                order.append(key)
-            values.setdefault(key, set()).add(value)
-    varying = [k for k in order if len(values[k]) > 1]
-    return [
-        GROUP_COLUMNS.get(k, f"config.{k}") for k in varying if GROUP_COLUMNS.get(k, f"config.{k}") in rows
-    ]
+            values.setdefault(key, set()).add(override.get_value_element_as_str())
+    columns = [GROUP_COLUMNS.get(k, f"config.{k}") for k, seen in values.items() if len(seen) > 1]
+    return [c for c in columns if c in rows]
 
 
 # ------------------------------------------------------------------------------- statistics
