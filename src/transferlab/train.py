@@ -19,6 +19,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
@@ -61,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     csv_aside: Path | None = None
     try:
         _check_output_dir(out)
-        _check_launch(cfg)
+        _check_device(cfg)
         strategy: TransferStrategy = instantiate(cfg.strategy)
         pretrained = _resolve_pretrained(cfg, strategy, record)
         pl.seed_everything(cfg.seed, workers=True)
@@ -93,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             callbacks=[*_build_callbacks(cfg), interrupt],
             plugins=[AtomicCheckpointIO()],
         )
+        _check_relaunch(trainer)
         log_config(trainer, cfg)
         remember_wandb_id(trainer, out, record)
         started = time.perf_counter()
@@ -180,8 +182,8 @@ def _check_output_dir(out: Path) -> None:
         ) from None
 
 
-def _check_launch(cfg: DictConfig) -> None:
-    """Refuse launches that cannot work here, with the fix: a missing device, DDP inside -m."""
+def _check_device(cfg: DictConfig) -> None:
+    """Refuse a device this machine does not have, with the fix."""
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise TransferlabError(
@@ -190,15 +192,16 @@ def _check_launch(cfg: DictConfig) -> None:
         )
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise TransferlabError("trainer.accelerator=mps but MPS is not available here; use trainer=cpu.")
-    strategy = cfg.trainer.get("strategy")
-    name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
-    spawn = "spawn" in str(name) or (
-        not isinstance(strategy, str) and strategy and strategy.get("start_method") == "spawn"
-    )
-    if is_multirun() and "ddp" in str(name).lower() and not spawn:
+
+
+def _check_relaunch(trainer: pl.Trainer) -> None:
+    """Lightning's script launcher re-runs the command line per rank, which inside `-m` re-runs the sweep."""
+    launcher = trainer.strategy.launcher
+    if is_multirun() and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1:
         raise TransferlabError(
-            f"trainer.strategy={name} cannot run inside a Hydra multirun (-m): Lightning re-launches the command "
-            "per rank. Use trainer.strategy=ddp_spawn for sweeps, or launch DDP runs one by one (torchrun/SLURM)."
+            f"trainer.strategy={type(trainer.strategy).__name__} cannot run inside a Hydra multirun (-m): Lightning "
+            "re-launches the command per rank. Use trainer.strategy=ddp_spawn for sweeps, or launch DDP runs one "
+            "by one (torchrun/SLURM)."
         )
 
 
