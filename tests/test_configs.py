@@ -12,13 +12,14 @@ from omegaconf import OmegaConf
 from transferlab.backbones import Backbone
 from transferlab.data import ImageFolderDataModule
 from transferlab.errors import instantiate
-from transferlab.strategies import TransferStrategy
+from transferlab.strategies import TransferStrategy, build_strategy
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "transferlab" / "conf"
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """Selectable options of a group (files starting with `_` are bases that others extend)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def test_groups_exist():
@@ -74,7 +75,7 @@ def test_backbone_options(make_cfg, name):
 @pytest.mark.parametrize("name", options("strategy"))
 def test_strategy_options(make_cfg, name):
     cfg = make_cfg(f"strategy={name}")
-    strategy = instantiate(cfg.strategy)
+    strategy = build_strategy(cfg.strategy)
     assert isinstance(strategy, TransferStrategy)
     assert strategy.name == name == cfg.strategy.name
 

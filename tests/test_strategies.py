@@ -9,6 +9,7 @@ import torch
 from transferlab.errors import TransferlabError, instantiate
 from transferlab.features import CachedFeatures
 from transferlab.module import TransferModule
+from transferlab.strategies import build_strategy
 from transferlab.train import train
 
 RESNET = [
@@ -21,7 +22,7 @@ VIT = ["backbone=vit_tiny", "backbone.name=test_vit", "dataset.image_size=32", "
 
 
 def build(cfg):
-    strategy = instantiate(cfg.strategy)
+    strategy = build_strategy(cfg.strategy)
     backbone = instantiate(cfg.backbone, _convert_="all")
     dm = instantiate(cfg.dataset, data_config=backbone.data_config, _convert_="all")
     dm.setup()

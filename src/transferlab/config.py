@@ -9,7 +9,10 @@ from collections.abc import Iterator, Sequence
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+# A config group's hyperparameters for tuning: read by the sweeper, never instantiated.
+SEARCH_SPACE_KEY = "search_space"
 
 
 @contextlib.contextmanager
@@ -37,3 +40,12 @@ def compose_train(overrides: Sequence[str] = (), output_dir: str | os.PathLike |
             cfg.paths.output_dir = str(output_dir)
             del cfg["hydra"]
     return cfg
+
+
+def without_search_space(node: DictConfig) -> DictConfig:
+    """A copy of a config node without its `search_space` (what `instantiate` should see)."""
+    if SEARCH_SPACE_KEY not in node:
+        return node
+    data = OmegaConf.to_container(node, resolve=True)
+    data.pop(SEARCH_SPACE_KEY)
+    return OmegaConf.create(data)

@@ -34,3 +34,7 @@ def instantiate(config, *args, **kwargs):
         if cause is not None:
             raise cause from None
         raise
+
+
+class TrialPruned(Exception):
+    """The tuner's pruner stopped this trial early: recorded as `status: pruned`, not as a failure."""

@@ -155,6 +155,10 @@ class TransferModule(pl.LightningModule):
             "gated": self.strategy.gated,
         }
 
+    def validation_metric_names(self) -> list[str]:
+        """Every metric logged under `val/` (what `optimized_metric` may name)."""
+        return sorted([*self.val_metrics.keys(keep_base=False), "val/loss", "val/acc_best"])
+
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters now, the head included."""
         total = sum(p.numel() for p in self.backbone.parameters()) + sum(

@@ -25,7 +25,7 @@ from transferlab.backbones import Backbone
 from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
 from transferlab.checkpoint import AtomicCheckpointIO, InterruptCheckpoint, check_disk_space
 from transferlab.data import ImageFolderDataModule
-from transferlab.errors import TransferlabError, instantiate
+from transferlab.errors import TransferlabError, TrialPruned, did_you_mean, instantiate
 from transferlab.features import CachedFeatures
 from transferlab.loggers import build_loggers, finish_wandb, log_config, remember_wandb_id
 from transferlab.module import TransferModule
@@ -39,7 +39,7 @@ from transferlab.results import (
 )
 from transferlab.resume import finished_record, merge_csv, resume_checkpoint, set_csv_aside
 from transferlab.runtime import is_multirun, is_rank_zero, overrides, resolved_config
-from transferlab.strategies import TransferStrategy
+from transferlab.strategies import TransferStrategy, build_strategy
 from transferlab.summary import print_summary
 
 log = logging.getLogger("transferlab")
@@ -61,9 +61,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     interrupted: BaseException | None = None
     csv_aside: Path | None = None
     try:
+        _check_objective(cfg)
         _check_output_dir(out)
         _check_device(cfg)
-        strategy: TransferStrategy = instantiate(cfg.strategy)
+        strategy = build_strategy(cfg.strategy)
         pretrained = _resolve_pretrained(cfg, strategy, record)
         pl.seed_everything(cfg.seed, workers=True)
         backbone = _build_backbone(cfg, strategy, pretrained)
@@ -82,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             label_smoothing=cfg.head.label_smoothing,
             class_names=datamodule.class_names,
         )
+        _check_objective_is_logged(cfg, module)
         fit_data = _maybe_cache_features(cfg, strategy, module, datamodule, record)
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
         ckpt_path = resume_checkpoint(cfg, out)
@@ -91,7 +93,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer = instantiate(
             cfg.trainer,
             logger=build_loggers(cfg, out, resuming=bool(ckpt_path)),
-            callbacks=[*_build_callbacks(cfg), interrupt],
+            callbacks=[*_build_callbacks(cfg), *_pruning_callback(cfg), interrupt],
             plugins=[AtomicCheckpointIO()],
         )
         _check_relaunch(trainer)
@@ -103,10 +105,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["trainable_params"], record["total_params"] = module.parameter_counts()
         record["strategy_details"] = module.strategy_summary()
         fit_metrics = _metrics(trainer, ("val/acc_best",))
+        record["objective"] = _objective(cfg, trainer)
         best = _best_checkpoint(trainer)
         record["best_checkpoint"] = best
-        trainer.test(module, datamodule=fit_data, ckpt_path=best, verbose=False)
-        record["metrics"] = {**_metrics(trainer, ("test/",)), **fit_metrics}
+        if cfg.get("test", True):
+            trainer.test(module, datamodule=fit_data, ckpt_path=best, verbose=False)
+            fit_metrics.update(_metrics(trainer, ("test/",)))
+        record["metrics"] = dict(sorted(fit_metrics.items()))
         record["epochs"] = trainer.current_epoch
         if trainer.is_global_zero:
             record["export"] = export_backbone(
@@ -115,6 +120,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         record["status"] = "ok"
     except TransferlabError as exc:
         record.update(status="failed", error=str(exc))
+    except TrialPruned as exc:  # the tuner stopped a hopeless trial: not a failure
+        record.update(status="pruned", error=str(exc))
     except (KeyboardInterrupt, SystemExit) as exc:  # SIGTERM / SIGINT, turned into exits by Lightning
         interrupted = exc
         why = interrupt.signal or type(exc).__name__
@@ -153,6 +160,8 @@ def _base_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "dataset": cfg.dataset.name,
         "seed": cfg.seed,
         "experiment": cfg.experiment_name,
+        "tuning": _tuning_marks(cfg),
+        "objective": {"name": cfg.get("optimized_metric"), "mode": cfg.get("optimized_mode"), "value": None},
         "trainable_params": None,
         "total_params": None,
         "train_seconds": None,
@@ -167,6 +176,65 @@ def _base_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "versions": package_versions(),
         "git": git_info(),
     }
+
+
+def _tuning_marks(cfg: DictConfig) -> dict[str, Any] | None:
+    """Which tuning job this is (set by the Optuna sweeper), or None for a plain run."""
+    tuning = cfg.get("tuning") or {}
+    if not tuning.get("phase"):
+        return None
+    marks = {k: tuning.get(k) for k in ("phase", "arm", "block", "study", "trial", "params")}
+    return OmegaConf.to_container(OmegaConf.create(marks), resolve=True)
+
+
+def _check_objective(cfg: DictConfig) -> None:
+    """Model selection and tuning look at validation metrics only."""
+    name, mode = str(cfg.get("optimized_metric")), str(cfg.get("optimized_mode"))
+    if name.startswith("test/"):
+        raise TransferlabError(
+            f"optimized_metric={name} is a test metric: selecting on it leaks the test set into the result. "
+            f"Use the validation metric, optimized_metric=val/{name.removeprefix('test/')}."
+        )
+    if not name.startswith("val/"):
+        raise TransferlabError(
+            f"optimized_metric={name} is not a validation metric; use one of val/acc, val/loss, val/f1_macro, "
+            "val/ece, val/acc_top5, val/acc_best."
+        )
+    if mode not in ("max", "min"):
+        raise TransferlabError(f"optimized_mode={mode} must be max or min.")
+
+
+def _check_objective_is_logged(cfg: DictConfig, module: TransferModule) -> None:
+    logged = module.validation_metric_names()
+    if cfg.optimized_metric not in logged:
+        raise TransferlabError(
+            f"optimized_metric={cfg.optimized_metric} is never logged.{did_you_mean(cfg.optimized_metric, logged)} "
+            f"Validation metrics: {', '.join(logged)}."
+        )
+
+
+def _pruning_callback(cfg: DictConfig) -> list[pl.Callback]:
+    """Trials of an Optuna study report each epoch's objective and may be pruned."""
+    tuning = cfg.get("tuning") or {}
+    if not (tuning.get("prune") and tuning.get("phase") == "trial" and tuning.get("storage")):
+        return []
+    from transferlab.tuning.pruning import OptunaPruning
+
+    return [OptunaPruning(tuning.storage, tuning.study, tuning.trial, monitor=cfg.optimized_metric)]
+
+
+def _objective(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
+    """`optimized_metric` of the selected model: the best checkpoint's score when the checkpoint callback
+    monitors it (the default), else its value after the last epoch."""
+    name = cfg.optimized_metric
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None) if callback else None
+    if score is not None and getattr(callback, "monitor", None) == name:
+        value, where = float(score), "best checkpoint"
+    else:
+        value = float(trainer.callback_metrics[name]) if name in trainer.callback_metrics else None
+        where = "last epoch"
+    return {"name": name, "mode": cfg.optimized_mode, "value": value, "selected_at": where}
 
 
 def _check_output_dir(out: Path) -> None:
@@ -300,7 +368,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     if record["status"] != "ok" and not is_multirun():
         print(f"error: {record['error']}", file=sys.stderr)
         sys.exit(1)
-    return record["metrics"].get("test/acc")
+    return record["objective"]["value"] if record["status"] == "ok" else None
 
 
 def main() -> None:

@@ -1,9 +1,19 @@
 """Transfer strategies: one small class each; see `TransferStrategy` for the hooks."""
 
+from omegaconf import DictConfig
+
+from transferlab.config import without_search_space
+from transferlab.errors import instantiate
 from transferlab.strategies.base import TransferStrategy
 from transferlab.strategies.lora import LoRA
 from transferlab.strategies.scheduled import LPFT, GradualUnfreeze
 from transferlab.strategies.simple import BitFit, Full, LinearProbe, Partial, Scratch
+
+
+def build_strategy(conf: DictConfig) -> TransferStrategy:
+    """The strategy of a `strategy` config node (its `search_space` is for the sweeper only)."""
+    return instantiate(without_search_space(conf))
+
 
 __all__ = [
     "LPFT",
@@ -15,4 +25,5 @@ __all__ = [
     "Partial",
     "Scratch",
     "TransferStrategy",
+    "build_strategy",
 ]

@@ -1,0 +1,1 @@
+"""transferlab's Optuna sweeper for Hydra (current Optuna; `hydra/sweeper=transferlab_optuna`)."""

@@ -1,0 +1,5 @@
+"""python -m transferlab.report SWEEP_DIR"""
+
+from transferlab.report.cli import main
+
+main()

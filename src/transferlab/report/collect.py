@@ -1,0 +1,142 @@
+"""A sweep directory -> one row per job, read from the jobs' results.json files only (any launcher),
+and what the report compares: which runs, which column names the arms, which columns the blocks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+RESULTS_FILE = "results.json"  # as transferlab.results (not imported: it pulls in torch)
+METRICS = ("test/acc", "test/f1_macro", "test/ece", "test/acc_top5", "test/loss", "val/acc_best")
+LOWER_IS_BETTER = ("ece", "loss")
+ROW_FIELDS = (
+    "status",
+    "strategy",
+    "backbone",
+    "dataset",
+    "experiment",
+    "seed",
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "wall_seconds",
+    "peak_memory_mb",
+    "weights_sha256",
+    "wandb_project",
+    "wandb_group",
+    "wandb_id",
+    "error",
+)
+# Overrides that choose a config group map to the run's own name for it.
+GROUP_COLUMNS = {
+    "strategy": "strategy",
+    "backbone": "backbone",
+    "dataset": "dataset",
+    "seed": "seed",
+    "experiment": "experiment",
+}
+# Keys that never define what is compared.
+NOT_COMPARED = ("hydra.", "paths.", "tuning.", "report.", "logger", "callbacks", "trainer.enable_progress_bar")
+SIZE_KEYS = ("config.dataset.samples_per_class",)
+DEPTH_KEYS = ("config.strategy.trainable_stages",)
+HASH_COLUMNS = ("train_data_sha256", "val_data_sha256", "test_data_sha256")
+
+
+def find_results(sweep_dir: Path) -> list[Path]:
+    """Every job's results.json below `sweep_dir` (hidden folders skipped), in job order."""
+    found = [
+        p
+        for p in sweep_dir.glob(f"**/{RESULTS_FILE}")
+        if not any(part.startswith(".") for part in p.relative_to(sweep_dir).parts)
+    ]
+    return sorted(found, key=lambda p: _natural(p.parent.relative_to(sweep_dir).as_posix()))
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in name.replace("/", " / ").split())
+
+
+def load_rows(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job: run fields, metrics, data hashes, tuning marks, swept overrides and the
+    flattened resolved config (`config.<key>` columns)."""
+    rows = []
+    for path in find_results(sweep_dir):
+        record = json.loads(path.read_text())
+        row: dict[str, Any] = {"job": path.parent.relative_to(sweep_dir).as_posix() or "."}
+        row.update({k: record.get(k) for k in ROW_FIELDS})
+        row.update({m: (record.get("metrics") or {}).get(m) for m in METRICS})
+        row["overrides"] = json.dumps(record.get("overrides") or [])
+        splits = ((record.get("data") or {}).get("split_sha256")) or {}
+        for split in ("train", "val", "test"):
+            row[f"{split}_data_sha256"] = splits.get(split)
+        tuning = record.get("tuning") or {}
+        for key in ("phase", "arm", "block", "study", "trial"):
+            row[f"tuning_{key}"] = tuning.get(key)
+        row["tuning_params"] = json.dumps(tuning["params"]) if tuning.get("params") is not None else None
+        row["objective"] = (record.get("objective") or {}).get("value")
+        config = pd.json_normalize(record.get("config") or {}, sep=".").to_dict("records")
+        row.update({f"config.{k}": _scalar(v) for k, v in (config[0] if config else {}).items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _scalar(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def swept_keys(rows: pd.DataFrame) -> list[str]:
+    """Columns of the keys that the jobs' overrides (parsed by Hydra) set to different values."""
+    parser = OverridesParser.create()
+    values: dict[str, set[str]] = {}  # insertion-ordered: keys in the order the user wrote them
+    for overrides in rows["overrides"]:
+        for override in parser.parse_overrides(json.loads(overrides)):
+            key = override.key_or_group
+            if override.is_delete() or key.startswith(NOT_COMPARED):
+                continue
+            values.setdefault(key, set()).add(override.get_value_element_as_str())
+    columns = [GROUP_COLUMNS.get(k, f"config.{k}") for k, seen in values.items() if len(seen) > 1]
+    return [c for c in columns if c in rows]
+
+
+@dataclass
+class Design:
+    """What the report compares: the runs, the column naming the arms, the columns naming blocks."""
+
+    compared: pd.DataFrame  # runs compared (tuned sweeps: the final runs only)
+    arm: str  # column whose values are the arms
+    blocks: list[str]  # columns of other swept factors; arms are compared within each block
+    tuned: bool  # arms were tuned on validation before the final runs
+    trials: pd.DataFrame  # tuning trials (empty for untuned sweeps)
+
+
+def design(rows: pd.DataFrame) -> Design:
+    phase = rows.get("tuning_phase", pd.Series(index=rows.index, dtype=object))
+    trials = rows[phase == "trial"]
+    if phase.notna().any():
+        compared = rows[phase == "final"]
+        blocks = ["tuning_block"] if compared["tuning_block"].fillna("").nunique() > 1 else []
+        return Design(compared, "tuning_arm", blocks, True, trials)
+    keys = [k for k in swept_keys(rows) if k != "seed"]
+    arm = "strategy" if "strategy" in keys or not keys else keys[-1]
+    return Design(rows, arm, [k for k in keys if k != arm], False, trials)
+
+
+def label(value: Any) -> str:
+    """A cell value as people write it (5 rather than 5.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def key_name(column: str) -> str:
+    """A column as the user wrote its key (without the `config.` prefix)."""
+    return {"tuning_arm": "arm", "tuning_block": "block"}.get(column, column.removeprefix("config."))
+
+
+def higher_is_better(metric: str) -> bool:
+    return not metric.rsplit("/", 1)[-1].startswith(LOWER_IS_BETTER)
