@@ -141,7 +141,7 @@ def test_sweep_resume_skips_finished_jobs(tmp_path):
     again0 = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
     assert again0["started_at"] == job0["started_at"]  # skipped, not re-run
     assert json.loads((tmp_path / "sweep" / "1" / "results.json").read_text())["status"] == "ok"
-    assert "2 ok, 0 failed" in (tmp_path / "sweep" / "report.md").read_text()
+    assert "Jobs: 2 (2 ok)." in (tmp_path / "sweep" / "report.md").read_text()
 
 
 def test_absurd_learning_rate_fails_with_a_reason(make_cfg, tmp_path):

@@ -362,8 +362,9 @@ def _export_meta(cfg, backbone: Backbone, datamodule: ImageFolderDataModule, rec
     }
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def task(cfg: DictConfig) -> float | None:
+    """The Hydra task function: run the job and return `optimized_metric` of the selected model (what a
+    sweeper optimizes; a validation metric, never a test one), or None when the job did not finish ok."""
     record = train(cfg)
     if record["status"] != "ok" and not is_multirun():
         print(f"error: {record['error']}", file=sys.stderr)
@@ -373,7 +374,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console script `transferlab-train`."""
-    _hydra_main()
+    hydra.main(version_base="1.3", config_path="conf", config_name="train")(task)()
 
 
 if __name__ == "__main__":

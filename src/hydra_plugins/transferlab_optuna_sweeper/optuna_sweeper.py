@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf structure
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
 
 
 @dataclass
@@ -24,6 +24,13 @@ class TPESamplerConf:
 
 
 @dataclass
+class RandomSamplerConf:
+    _target_: str = "optuna.samplers.RandomSampler"
+    _partial_: bool = True
+    seed: Optional[int] = 0  # noqa: UP045
+
+
+@dataclass
 class MedianPrunerConf:
     _target_: str = "optuna.pruners.MedianPruner"
     n_startup_trials: int = 2
@@ -31,10 +38,32 @@ class MedianPrunerConf:
 
 
 @dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    reduction_factor: int = 3
+
+
+@dataclass
+class ThresholdPrunerConf:
+    _target_: str = "optuna.pruners.ThresholdPruner"
+    lower: Optional[float] = None  # noqa: UP045
+    upper: Optional[float] = None  # noqa: UP045
+    n_warmup_steps: int = 0
+
+
+@dataclass
+class NopPrunerConf:
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
 class TransferlabOptunaSweeperConf:
     _target_: str = "hydra_plugins.transferlab_optuna_sweeper.optuna_sweeper.TransferlabOptunaSweeper"
-    sampler: Any = field(default_factory=TPESamplerConf)
-    pruner: Any = field(default_factory=MedianPrunerConf)
+    # hydra/sweeper/sampler=tpe|random, hydra/sweeper/pruner=median|hyperband|threshold|nop
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])  # noqa: UP006
+    sampler: Any = MISSING
+    pruner: Any = MISSING
     # Report per-epoch val metrics to the study and stop hopeless trials early.
     prune: bool = True
     direction: str = "maximize"
@@ -55,7 +84,17 @@ class TransferlabOptunaSweeperConf:
     final_seeds: List[int] = field(default_factory=list)  # noqa: UP006
 
 
-ConfigStore.instance().store(
+_store = ConfigStore.instance()
+for _name, _node in (("tpe", TPESamplerConf), ("random", RandomSamplerConf)):
+    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="transferlab")
+for _name, _node in (
+    ("median", MedianPrunerConf),
+    ("hyperband", HyperbandPrunerConf),
+    ("threshold", ThresholdPrunerConf),
+    ("nop", NopPrunerConf),
+):
+    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="transferlab")
+_store.store(
     group="hydra/sweeper",
     name="transferlab_optuna",
     node=TransferlabOptunaSweeperConf,

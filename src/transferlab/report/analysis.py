@@ -23,7 +23,9 @@ class Options:
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None, **overrides: Any) -> Options:
-        given = {k: v for k, v in ((config or {}).get("report") or {}).items() if k in cls.__dataclass_fields__}
+        given = {
+            k: v for k, v in ((config or {}).get("report") or {}).items() if k in cls.__dataclass_fields__
+        }
         given.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**given)
 
@@ -73,14 +75,14 @@ def analyse(design: Design, options: Options) -> Analysis:
         [b.comparison for b in analysis.blocks], options.alpha, analysis.higher_is_better
     )
     if len(analysis.blocks) > 1:
-        means = pd.DataFrame(
-            {b.name: b.comparison.table.set_index("arm")["mean"] for b in analysis.blocks}
-        ).T
+        means = pd.DataFrame({b.name: b.comparison.table.set_index("arm")["mean"] for b in analysis.blocks}).T
         analysis.friedman = stats.friedman(means, analysis.higher_is_better, options.alpha)
     if design.tuned:
         analysis.tuning = _tuning(design.trials)
     if options.baseline and baseline not in set(arms):
-        analysis.notes.append(f"report.baseline={options.baseline} is not one of the arms ({', '.join(sorted(set(arms)))}).")
+        analysis.notes.append(
+            f"report.baseline={options.baseline} is not one of the arms ({', '.join(sorted(set(arms)))})."
+        )
     return analysis
 
 

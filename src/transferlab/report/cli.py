@@ -86,7 +86,9 @@ class ReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            report = build_report(sweep_dir, **OmegaConf.to_container(config.get("report") or {}, resolve=True))
+            report = build_report(
+                sweep_dir, **OmegaConf.to_container(config.get("report") or {}, resolve=True)
+            )
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
@@ -101,17 +103,25 @@ class ReportCallback(Callback):
 
 def main(argv: list[str] | None = None) -> None:
     """Console script `transferlab-report`."""
-    parser = argparse.ArgumentParser(prog="transferlab-report", description="Build a sweep's comparison report.")
+    parser = argparse.ArgumentParser(
+        prog="transferlab-report", description="Build a sweep's comparison report."
+    )
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--metric", help="metric compared (default: the sweep's report.metric, test/acc)")
-    parser.add_argument("--baseline", help="arm every other arm is compared with (default: scratch when present)")
+    parser.add_argument(
+        "--baseline", help="arm every other arm is compared with (default: scratch when present)"
+    )
     parser.add_argument("--alpha", type=float, help="family-wise error rate (default 0.05)")
     parser.add_argument("--test", choices=["t", "wilcoxon"], help="paired test (default: t)")
-    parser.add_argument("--wandb", action="store_true", help="also build a W&B Report of the sweep's runs (online)")
+    parser.add_argument(
+        "--wandb", action="store_true", help="also build a W&B Report of the sweep's runs (online)"
+    )
     parser.add_argument("--entity", default=None, help="W&B entity for --wandb (default: yours)")
     args = parser.parse_args(argv)
     try:
-        report = build_report(args.sweep_dir, metric=args.metric, baseline=args.baseline, alpha=args.alpha, test=args.test)
+        report = build_report(
+            args.sweep_dir, metric=args.metric, baseline=args.baseline, alpha=args.alpha, test=args.test
+        )
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -41,7 +41,15 @@ GROUP_COLUMNS = {
     "experiment": "experiment",
 }
 # Keys that never define what is compared.
-NOT_COMPARED = ("hydra.", "paths.", "tuning.", "report.", "logger", "callbacks", "trainer.enable_progress_bar")
+NOT_COMPARED = (
+    "hydra.",
+    "paths.",
+    "tuning.",
+    "report.",
+    "logger",
+    "callbacks",
+    "trainer.enable_progress_bar",
+)
 SIZE_KEYS = ("config.dataset.samples_per_class",)
 DEPTH_KEYS = ("config.strategy.trainable_stages",)
 HASH_COLUMNS = ("train_data_sha256", "val_data_sha256", "test_data_sha256")

@@ -46,14 +46,21 @@ def render_markdown(analysis: Analysis, rows: pd.DataFrame, sweep_dir: Path, plo
     design, options = analysis.design, analysis.options
     lines = [f"# Sweep report: {sweep_dir.name}", ""]
     counts = rows["status"].value_counts()
-    summary = ", ".join(f"{counts[s]} {s}" for s in ("ok", "failed", "pruned", "diverged", "interrupted") if s in counts)
+    summary = ", ".join(
+        f"{counts[s]} {s}" for s in ("ok", "failed", "pruned", "diverged", "interrupted") if s in counts
+    )
     lines.append(f"Jobs: {len(rows)} ({summary or 'none'}).")
     compared_by = [key_name(design.arm), *map(key_name, design.blocks)]
     lines.append(f"Compared by: {', '.join(compared_by)}.")
     lines += _protocol(analysis, rows)
     lines += _data_check(design.compared[design.compared["status"] == "ok"])
     for block in analysis.blocks:
-        lines += ["", f"## {options.metric} by {key_name(design.arm)}" + ("" if block.name == "all" else f": {block.name}"), ""]
+        lines += [
+            "",
+            f"## {options.metric} by {key_name(design.arm)}"
+            + ("" if block.name == "all" else f": {block.name}"),
+            "",
+        ]
         lines += _table(analysis, block) + [""] + _verdict(analysis, block)
     if not analysis.blocks:
         lines += ["", f"No successful run with {options.metric} to compare."]
@@ -63,7 +70,11 @@ def render_markdown(analysis: Analysis, rows: pd.DataFrame, sweep_dir: Path, plo
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += _failed(rows, design)
     lines += _method(analysis)
-    lines += ["", f"Rows: results.csv (one per job), comparison.csv (one per arm). Rebuild: `python -m transferlab.report {sweep_dir}`.", ""]
+    lines += [
+        "",
+        f"Rows: results.csv (one per job), comparison.csv (one per arm). Rebuild: `python -m transferlab.report {sweep_dir}`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -81,7 +92,11 @@ def _protocol(analysis: Analysis, rows: pd.DataFrame) -> list[str]:
         per_arm = trials.groupby("tuning_arm").size()
         seeds = sorted(ok["seed"].dropna().unique())
         budget = f"{per_arm.min()}" if per_arm.nunique() <= 1 else f"{per_arm.min()}-{per_arm.max()}"
-        metric = trials["config.optimized_metric"].iloc[0] if "config.optimized_metric" in trials and len(trials) else "the validation metric"
+        metric = (
+            trials["config.optimized_metric"].iloc[0]
+            if "config.optimized_metric" in trials and len(trials)
+            else "the validation metric"
+        )
         lines.append(
             f"Tuned: every arm was tuned with the same budget ({budget} Optuna trials each, selected on {metric}, "
             f"never on test data); each arm's best configuration was re-run on fresh seeds "
@@ -96,44 +111,69 @@ def _protocol(analysis: Analysis, rows: pd.DataFrame) -> list[str]:
             "`python -m transferlab.train -m experiment=tuned_comparison`."
         )
     if "seed" in ok and ok["seed"].nunique() > 1:
-        lines.append(f"Seeds: {', '.join(label(s) for s in sorted(ok['seed'].dropna().unique()))}; intervals are 95% t-intervals over seeds.")
+        lines.append(
+            f"Seeds: {', '.join(label(s) for s in sorted(ok['seed'].dropna().unique()))}; intervals are 95% t-intervals over seeds."
+        )
     return lines
 
 
 def _data_check(ok: pd.DataFrame) -> list[str]:
     if ok.empty:
         return []
-    same = ok["test_data_sha256"].nunique() <= 1 and ok["train_data_sha256"].groupby(ok["seed"]).nunique().le(1).all()
+    same = (
+        ok["test_data_sha256"].nunique() <= 1
+        and ok["train_data_sha256"].groupby(ok["seed"]).nunique().le(1).all()
+    )
     if same:
-        return ["Data: every job with the same seed trained on the same split, and all were tested on the same test set."]
-    return ["Data: WARNING: jobs with the same seed trained or were tested on different data (see results.csv, *_data_sha256)."]
+        return [
+            "Data: every job with the same seed trained on the same split, and all were tested on the same test set."
+        ]
+    return [
+        "Data: WARNING: jobs with the same seed trained or were tested on different data (see results.csv, *_data_sha256)."
+    ]
 
 
 def _table(analysis: Analysis, block: Block) -> list[str]:
     metric, c = analysis.options.metric, block.comparison
     table = c.table
     baseline = table["baseline"].dropna().iloc[0] if table["baseline"].notna().any() else None
-    out = pd.DataFrame({key_name(analysis.design.arm): [f"**{a}** (winner)" if a == c.winner else a for a in table["arm"]]})
+    out = pd.DataFrame(
+        {key_name(analysis.design.arm): [f"**{a}** (winner)" if a == c.winner else a for a in table["arm"]]}
+    )
     out["n"] = table["n"].astype(int).to_numpy()
-    out[f"{metric} (95% CI)"] = [_pm(m, lo, hi) for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)]
+    out[f"{metric} (95% CI)"] = [
+        _pm(m, lo, hi) for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
+    ]
     if baseline is not None and c.pairs is not None:
         out[f"vs {baseline}"] = [
             "baseline" if a == baseline else _pm(d, lo, hi, sign=True)
-            for a, d, lo, hi in zip(table["arm"], table["diff_mean"], table["diff_ci_low"], table["diff_ci_high"], strict=True)
+            for a, d, lo, hi in zip(
+                table["arm"], table["diff_mean"], table["diff_ci_low"], table["diff_ci_high"], strict=True
+            )
         ]
         out["p"] = [_p(v) for v in table["p_value"]]
         out["p (Holm)"] = [_p(v) for v in table["p_holm"]]
     if c.pairs is not None:
-        out["tied with best"] = ["top" if a == c.best else ("yes" if t else "no") for a, t in zip(table["arm"], table["tied_with_best"], strict=True)]
+        out["tied with best"] = [
+            "top" if a == c.best else ("yes" if t else "no")
+            for a, t in zip(table["arm"], table["tied_with_best"], strict=True)
+        ]
     costs = block.costs.reindex(table["arm"])
     for other in METRICS:
         if other != metric and f"{other} mean" in costs:
-            out[other] = [_pm(m, m - h, m + h) for m, h in zip(costs[f"{other} mean"], costs[f"{other} half"], strict=True)]
+            out[other] = [
+                _pm(m, m - h, m + h)
+                for m, h in zip(costs[f"{other} mean"], costs[f"{other} half"], strict=True)
+            ]
     out["trainable params"] = [f"{int(v):,}" if pd.notna(v) else "-" for v in costs["trainable_params"]]
     out["train s"] = [f"{v:.1f}" for v in costs["train_seconds"]]
     out["peak MB"] = [f"{v:.0f}" for v in costs["peak_memory_mb"]]
     if analysis.tuning is not None and not analysis.tuning.empty:
-        tuning = analysis.tuning[analysis.tuning["block"] == _block_key(block)].set_index("arm").reindex(table["arm"])
+        tuning = (
+            analysis.tuning[analysis.tuning["block"] == _block_key(block)]
+            .set_index("arm")
+            .reindex(table["arm"])
+        )
         out["trials"] = [f"{int(v)}" if pd.notna(v) else "-" for v in tuning["trials"]]
         out["tuning s"] = [f"{v:.0f}" if pd.notna(v) else "-" for v in tuning["tuning_seconds"]]
     return [out.to_markdown(index=False, disable_numparse=True)]
@@ -155,7 +195,9 @@ def _verdict(analysis: Analysis, block: Block) -> list[str]:
     lines = []
     if c.winner:
         worst = table.drop(index=c.winner)["p_holm_vs_best"].max()
-        lines.append(f"**Winner: {c.winner}**: significantly better than every other arm ({test}, Holm-corrected, largest p = {_p(worst)}).")
+        lines.append(
+            f"**Winner: {c.winner}**: significantly better than every other arm ({test}, Holm-corrected, largest p = {_p(worst)})."
+        )
     else:
         tied = [a for a in c.tied if a != c.best]
         detail = ", ".join(f"{a} (p = {_p(table.at[a, 'p_holm_vs_best'])})" for a in tied)
@@ -197,7 +239,11 @@ def _friedman(analysis: Analysis) -> list[str]:
     if f is None:
         return []
     ranks = ", ".join(f"{a} {r:.2f}" for a, r in f["avg_ranks"].items())
-    verdict = "the arms' ranks differ" if f["p_value"] < analysis.options.alpha else "no evidence that the arms' ranks differ"
+    verdict = (
+        "the arms' ranks differ"
+        if f["p_value"] < analysis.options.alpha
+        else "no evidence that the arms' ranks differ"
+    )
     return [
         "",
         f"## Across {', '.join(map(key_name, analysis.design.blocks))} (Friedman test, Demšar 2006)",
@@ -218,7 +264,12 @@ def _tuning(analysis: Analysis) -> list[str]:
     columns = ["arm", "trials", "ok", "pruned", "failed", "best value", "tuning s", "chosen hyperparameters"]
     if out["block"].nunique() > 1:
         columns.insert(0, "block")
-    return ["", "## Tuning (validation only; part of each arm's cost)", "", out[columns].to_markdown(index=False, disable_numparse=True)]
+    return [
+        "",
+        "## Tuning (validation only; part of each arm's cost)",
+        "",
+        out[columns].to_markdown(index=False, disable_numparse=True),
+    ]
 
 
 def _chosen(analysis: Analysis, row: pd.Series) -> str:
@@ -250,7 +301,9 @@ def _failed(rows: pd.DataFrame, design) -> list[str]:
             continue
         lines += ["", f"## {title}", ""]
         for _, r in part.iterrows():
-            lines.append(f"- job {r['job']} ({key_name(design.arm)} {label(r.get(design.arm))}), {r['status']}: {one_line(r['error'])} (full record: {r['job']}/results.json)")
+            lines.append(
+                f"- job {r['job']} ({key_name(design.arm)} {label(r.get(design.arm))}), {r['status']}: {one_line(r['error'])} (full record: {r['job']}/results.json)"
+            )
     return lines
 
 

@@ -52,21 +52,30 @@ def make_plots(analysis: Analysis, out: Path) -> list[Path]:
 def _arms(analysis: Analysis, path: Path) -> Path:
     """Each arm's mean with its 95% interval; arms tied with the best in blue, the baseline in orange."""
     metric = analysis.options.metric
-    fig, axes = _grid(len(analysis.blocks), height=0.45 * max(len(b.comparison.table) for b in analysis.blocks) + 1.6)
+    fig, axes = _grid(
+        len(analysis.blocks), height=0.45 * max(len(b.comparison.table) for b in analysis.blocks) + 1.6
+    )
     for ax, block in zip(axes, analysis.blocks, strict=True):
         table = block.comparison.table.iloc[::-1]
         for y, (_, row) in enumerate(table.iterrows()):
             color = BASELINE if row["arm"] == row["baseline"] else TIED if row["tied_with_best"] else OTHER
-            err = [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]] if pd.notna(row["ci_low"]) else None
+            err = (
+                [[row["mean"] - row["ci_low"]], [row["ci_high"] - row["mean"]]]
+                if pd.notna(row["ci_low"])
+                else None
+            )
             ax.errorbar(row["mean"], y, xerr=err, fmt="o", color=color, capsize=4)
-        ax.set_yticks(range(len(table)), [f"{a}{' (best)' if a == block.comparison.winner else ''}" for a in table["arm"]])
+        ax.set_yticks(
+            range(len(table)),
+            [f"{a}{' (best)' if a == block.comparison.winner else ''}" for a in table["arm"]],
+        )
         ax.set_xlabel(f"{metric} (mean, 95% CI)")
         ax.set_title(block.name if block.name != "all" else f"{metric} by arm", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-    handles = [
-        ax.plot([], [], "o", color=c)[0] for c in (TIED, OTHER, BASELINE)
-    ]
-    axes[0].legend(handles, ["tied with the best (Holm)", "significantly worse", "baseline"], fontsize=7, loc="best")
+    handles = [ax.plot([], [], "o", color=c)[0] for c in (TIED, OTHER, BASELINE)]
+    axes[0].legend(
+        handles, ["tied with the best (Holm)", "significantly worse", "baseline"], fontsize=7, loc="best"
+    )
     return _save(fig, path)
 
 
@@ -83,8 +92,14 @@ def _params(analysis: Analysis, path: Path) -> Path:
             if arm in table.index and arm in block.costs.index:
                 xs.append(max(float(block.costs.at[arm, "trainable_params"]), 1.0))
                 ys.append(table.at[arm, "mean"])
-                errs.append(0.0 if pd.isna(table.at[arm, "ci_high"]) else table.at[arm, "ci_high"] - table.at[arm, "mean"])
-        ax.errorbar(xs, ys, yerr=errs, fmt=MARKERS[i % len(MARKERS)], capsize=3, label=arm, color=f"C{i % 10}")
+                errs.append(
+                    0.0
+                    if pd.isna(table.at[arm, "ci_high"])
+                    else table.at[arm, "ci_high"] - table.at[arm, "mean"]
+                )
+        ax.errorbar(
+            xs, ys, yerr=errs, fmt=MARKERS[i % len(MARKERS)], capsize=3, label=arm, color=f"C{i % 10}"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel(f"{metric} (mean, 95% CI)")
@@ -104,7 +119,9 @@ def validation_curves(analysis: Analysis, sweep_dir: Path) -> pd.DataFrame | Non
             metrics = pd.read_csv(path)
             if "val/acc" not in metrics:
                 continue
-            curve = metrics.dropna(subset=["val/acc"])[["epoch", "val/acc"]].rename(columns={"val/acc": "value"})
+            curve = metrics.dropna(subset=["val/acc"])[["epoch", "val/acc"]].rename(
+                columns={"val/acc": "value"}
+            )
             frames.append(curve.assign(block=block.name, arm=row["arm"], job=row["job"]))
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -143,12 +160,26 @@ def _against_size(analysis: Analysis, out: Path) -> list[Path]:
         for i, (name, part) in enumerate(groups):
             points = stats.intervals(part, key, analysis.options.metric)
             xs = points.index.to_numpy(dtype=float)
-            ax.errorbar(xs, points["mean"], yerr=(points["high"] - points["mean"]).fillna(0), marker="o", capsize=3, label=" / ".join(map(label, name)) if isinstance(name, tuple) else label(name), color=f"C{i % 10}")
+            ax.errorbar(
+                xs,
+                points["mean"],
+                yerr=(points["high"] - points["mean"]).fillna(0),
+                marker="o",
+                capsize=3,
+                label=" / ".join(map(label, name)) if isinstance(name, tuple) else label(name),
+                color=f"C{i % 10}",
+            )
         ax.set_xlabel(key_name(key))
         ax.set_ylabel(analysis.options.metric)
         ax.set_title(f"{analysis.options.metric} against {key_name(key)}")
         ax.legend(fontsize=7)
-        files.append(_save(fig, out / f"{analysis.options.metric.replace('/', '_')}_vs_{key_name(key).rsplit('.', 1)[-1]}.png"))
+        files.append(
+            _save(
+                fig,
+                out
+                / f"{analysis.options.metric.replace('/', '_')}_vs_{key_name(key).rsplit('.', 1)[-1]}.png",
+            )
+        )
     return files
 
 
@@ -164,8 +195,17 @@ def _tuning_progress(analysis: Analysis, path: Path) -> Path:
         values = part["objective"].where(part["status"] == "ok")
         best = values.cummin() if minimize else values.cummax()
         name = f"{block} / {arm}" if block else str(arm)
-        ax.step(range(1, len(best) + 1), best, where="post", marker=MARKERS[i % len(MARKERS)], label=name, color=f"C{i % 10}")
-    objective = str(trials["config.optimized_metric"].iloc[0]) if "config.optimized_metric" in trials else "objective"
+        ax.step(
+            range(1, len(best) + 1),
+            best,
+            where="post",
+            marker=MARKERS[i % len(MARKERS)],
+            label=name,
+            color=f"C{i % 10}",
+        )
+    objective = (
+        str(trials["config.optimized_metric"].iloc[0]) if "config.optimized_metric" in trials else "objective"
+    )
     ax.set_xlabel("trials used")
     ax.set_ylabel(f"best {objective} so far")
     ax.set_title("Tuning: best validation value against trials")
@@ -206,6 +246,8 @@ def cd_diagram(friedman: dict, path: Path) -> Path:
         ax.plot([ranks[group[0]], ranks[group[-1]]], [y, y], color="tab:red", lw=3)
     ax.plot([1, 1 + cd], [1.3, 1.3], color="black", lw=1.5)
     ax.text(1 + cd / 2, 1.45, f"CD = {cd:.2f}", ha="center", fontsize=8)
-    ax.set_title(f"Average rank over {friedman['blocks']} blocks (Friedman p = {friedman['p_value']:.3g})", fontsize=9)
+    ax.set_title(
+        f"Average rank over {friedman['blocks']} blocks (Friedman p = {friedman['p_value']:.3g})", fontsize=9
+    )
     ax.axis("off")
     return _save(fig, path)

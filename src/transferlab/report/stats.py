@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 SMALL_N = 5
 TESTS = ("t", "wilcoxon")
@@ -42,7 +41,8 @@ class Interval:
 
 def mean_interval(values, confidence: float = 0.95) -> Interval:
     """Mean and two-sided t-interval (NaN bounds for fewer than 2 values)."""
-    x = np.asarray(pd.Series(values).dropna(), dtype=float)
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[~np.isnan(x)]
     n = len(x)
     if n == 0:
         return Interval(0, math.nan, math.nan, math.nan)
@@ -78,22 +78,28 @@ def paired_test(a, b, test: str = "t", confidence: float = 0.95) -> PairedResult
         return PairedResult(n, interval.mean, math.nan, math.nan, math.nan)
     if np.allclose(diff, 0.0, rtol=0.0, atol=1e-12):
         return PairedResult(n, 0.0, 0.0, 0.0, 1.0)  # identical results: no evidence of a difference
+    sd = diff.std(ddof=1)
     if test == "wilcoxon":
         p = float(stats.wilcoxon(diff, zero_method="zsplit").pvalue)
-    elif diff.std(ddof=1) == 0.0:  # a constant non-zero difference: as strong as evidence gets
+    elif sd == 0.0:  # a constant non-zero difference: as strong as evidence gets
         p = 0.0
-    else:
-        p = float(stats.ttest_1samp(diff, 0.0).pvalue)
+    else:  # the paired t-test (= scipy.stats.ttest_rel), written out: it runs for every pair of arms
+        t = diff.mean() / (sd / math.sqrt(n))
+        p = float(2.0 * stats.t.sf(abs(t), n - 1))
     return PairedResult(n, interval.mean, interval.low, interval.high, p)
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (NaNs stay NaN and are not counted)."""
+    """Holm-Bonferroni adjusted p-values (Holm 1979; NaNs stay NaN and are not counted). Same numbers
+    as statsmodels' `multipletests(method="holm")`, which runs a full garbage collection per call."""
     p = np.asarray(p_values, dtype=float)
     adjusted = np.full_like(p, np.nan)
-    valid = ~np.isnan(p)
-    if valid.any():
-        adjusted[valid] = multipletests(p[valid], method="holm")[1]
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    if m:
+        order = valid[np.argsort(p[valid], kind="stable")]
+        steps = np.maximum.accumulate((m - np.arange(m)) * p[order])
+        adjusted[order] = np.minimum(steps, 1.0)
     return adjusted
 
 
@@ -140,6 +146,7 @@ class Comparison:
     tied: list[str] = field(default_factory=list)
     pairs: pd.DataFrame | None = None  # every pair of arms: a, b, n, diff_mean, p_value (p_holm later)
     refused: str | None = None  # why pairing was refused
+    _index: dict | None = field(default=None, repr=False)
 
 
 COMPARISON_COLUMNS = [
@@ -178,7 +185,15 @@ def compare_arms(
     rows = []
     for name in arms:
         interval = mean_interval(data.loc[data[arm] == name, value])
-        rows.append({"arm": name, "n": interval.n, "mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high})
+        rows.append(
+            {
+                "arm": name,
+                "n": interval.n,
+                "mean": interval.mean,
+                "ci_low": interval.low,
+                "ci_high": interval.high,
+            }
+        )
     table = pd.DataFrame(rows, columns=["arm", "n", "mean", "ci_low", "ci_high"])
     table = table.sort_values("mean", ascending=not higher_is_better, kind="stable").reset_index(drop=True)
     result = Comparison(table=table, best=table["arm"].iloc[0] if len(table) else None)
@@ -189,11 +204,24 @@ def compare_arms(
         result.refused = str(exc)
         return result
     pairs = []
-    for a, b in itertools.combinations(arms, 2):
-        both = matrix[[a, b]].dropna()
-        res = paired_test(both[a], both[b], test)
-        pairs.append({"a": a, "b": b, "n": res.n, "diff_mean": res.diff_mean, "diff_ci_low": res.diff_low, "diff_ci_high": res.diff_high, "p_value": res.p_value})
-    result.pairs = pd.DataFrame(pairs, columns=["a", "b", "n", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"])
+    values = matrix.reindex(columns=arms).to_numpy(dtype=float)
+    for (i, a), (j, b) in itertools.combinations(enumerate(arms), 2):
+        both = ~np.isnan(values[:, i]) & ~np.isnan(values[:, j])
+        res = paired_test(values[both, i], values[both, j], test)
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "n": res.n,
+                "diff_mean": res.diff_mean,
+                "diff_ci_low": res.diff_low,
+                "diff_ci_high": res.diff_high,
+                "p_value": res.p_value,
+            }
+        )
+    result.pairs = pd.DataFrame(
+        pairs, columns=["a", "b", "n", "diff_mean", "diff_ci_low", "diff_ci_high", "p_value"]
+    )
     return result
 
 
@@ -201,18 +229,22 @@ def pair(result: Comparison, a: str, b: str) -> dict | None:
     """The comparison a - b (diff, interval and p-values, oriented as asked)."""
     if result.pairs is None or a == b:
         return None
-    rows = result.pairs
-    hit = rows[(rows["a"] == a) & (rows["b"] == b)]
-    if len(hit):
-        return hit.iloc[0].to_dict()
-    hit = rows[(rows["a"] == b) & (rows["b"] == a)]
-    if not len(hit):
+    if result._index is None:
+        result._index = {(r["a"], r["b"]): r for r in result.pairs.to_dict("records")}
+    if (a, b) in result._index:
+        return result._index[(a, b)]
+    row = result._index.get((b, a))
+    if row is None:
         return None
-    row = hit.iloc[0].to_dict()
-    row.update(
-        a=a, b=b, diff_mean=-row["diff_mean"], diff_ci_low=-row["diff_ci_high"], diff_ci_high=-row["diff_ci_low"]
-    )
-    return row
+    flipped = -row["diff_mean"], -row["diff_ci_high"], -row["diff_ci_low"]
+    return {
+        **row,
+        "a": a,
+        "b": b,
+        "diff_mean": flipped[0],
+        "diff_ci_low": flipped[1],
+        "diff_ci_high": flipped[2],
+    }
 
 
 def finish(comparisons: list[Comparison], alpha: float = 0.05, higher_is_better: bool = True) -> int:
@@ -224,6 +256,7 @@ def finish(comparisons: list[Comparison], alpha: float = 0.05, higher_is_better:
     start = 0
     for c in families:
         c.pairs["p_holm"] = adjusted[start : start + len(c.pairs)]
+        c._index = None
         start += len(c.pairs)
     for c in comparisons:
         _fill(c, alpha, higher_is_better)
@@ -244,7 +277,13 @@ def _fill(c: Comparison, alpha: float, higher_is_better: bool) -> None:
         base = table.at[i, "baseline"]
         vs_base = pair(c, name, base) if isinstance(base, str) else None
         if vs_base is not None:
-            for key, column in (("diff_mean", "diff_mean"), ("diff_ci_low", "diff_ci_low"), ("diff_ci_high", "diff_ci_high"), ("p_value", "p_value"), ("p_holm", "p_holm")):
+            for key, column in (
+                ("diff_mean", "diff_mean"),
+                ("diff_ci_low", "diff_ci_low"),
+                ("diff_ci_high", "diff_ci_high"),
+                ("p_value", "p_value"),
+                ("p_holm", "p_holm"),
+            ):
                 table.at[i, column] = vs_base[key]
         vs_best = pair(c, c.best, name)
         if vs_best is None:

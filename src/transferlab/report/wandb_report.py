@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 
 def wandb_groups(report: SweepReport) -> list[tuple[str, str]]:
     """(project, group) of the sweep's W&B runs, as recorded in their results.json."""
-    rows = report.rows.dropna(subset=["wandb_group"]) if "wandb_group" in report.rows else report.rows.iloc[:0]
+    rows = (
+        report.rows.dropna(subset=["wandb_group"]) if "wandb_group" in report.rows else report.rows.iloc[:0]
+    )
     return sorted({(str(p), str(g)) for p, g in zip(rows["wandb_project"], rows["wandb_group"], strict=True)})
 
 

@@ -11,28 +11,37 @@ import math
 
 import optuna
 import pytorch_lightning as pl
+from hydra.utils import instantiate
 
 from transferlab.errors import TrialPruned
 from transferlab.tuning.storage import open_storage
 
 log = logging.getLogger(__name__)
+PRUNER_ATTR = "pruner"  # study user attribute: the pruner's config (`_target_` and arguments)
 
 
 class OptunaPruning(pl.Callback):
-    """After each validation epoch: report `monitor` to trial `trial_number` of `study`, and stop the
+    """After each validation: report `monitor` to trial `trial_number` of `study`, and stop the
     run with `TrialPruned` when the study's pruner says so."""
 
     def __init__(self, storage: str, study: str, trial_number: int, monitor: str):
         self.monitor = monitor
         self.trial_number = int(trial_number)
         loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
+        # Pruners are not kept in the storage: the sweeper records its pruner's config in the study.
+        pruner_config = loaded.user_attrs.get(PRUNER_ATTR)
+        if pruner_config:
+            loaded = optuna.load_study(
+                study_name=study, storage=loaded._storage, pruner=instantiate(pruner_config)
+            )
         trial_id = loaded._storage.get_trial_id_from_study_id_trial_number(
             loaded._study_id, self.trial_number
         )
         self.trial = optuna.Trial(loaded, trial_id)
         self.last_value: float | None = None
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not on_validation_epoch_end: callbacks run that hook before the module logs the epoch's metrics.
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])

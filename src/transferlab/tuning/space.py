@@ -29,7 +29,6 @@ from transferlab.config import SEARCH_SPACE_KEY
 from transferlab.errors import TransferlabError
 
 
-
 def to_distribution(override: Override) -> BaseDistribution | str:
     """One parsed override -> an Optuna distribution, or its value as a string when it is fixed."""
     if not override.is_sweep_override():

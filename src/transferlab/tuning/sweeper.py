@@ -31,6 +31,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from transferlab.errors import TransferlabError
+from transferlab.tuning.pruning import PRUNER_ATTR
 from transferlab.tuning.space import declared_space, format_value, parse_space
 from transferlab.tuning.storage import default_storage, open_storage
 
@@ -110,6 +111,8 @@ class OptunaSweeperImpl(Sweeper):
             config=config, hydra_context=hydra_context, task_function=task_function
         )
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        pruner = config.hydra.sweeper.get("pruner")
+        self.pruner_config = OmegaConf.to_container(pruner, resolve=True) if pruner else None
 
     # ------------------------------------------------------------------------------ the sweep
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
@@ -196,6 +199,8 @@ class OptunaSweeperImpl(Sweeper):
             direction=self.direction,
             load_if_exists=True,
         )
+        if self.pruner_config:
+            study.set_user_attr(PRUNER_ATTR, self.pruner_config)
         self._recover_stale_trials(study)
         return study
 
@@ -404,4 +409,3 @@ def _finished_finals(sweep_dir: Path) -> set[tuple[str, int]]:
         if record.get("status") == "ok" and tuning.get("phase") == "final":
             done.add((tuning.get("study"), record.get("seed")))
     return done
-
