@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock, Timeout
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transferlab.atomic import atomic_open
 from transferlab.errors import TransferlabError
+from transferlab.faults import crash_point
 
 log = logging.getLogger(__name__)
 INTERRUPT_CHECKPOINT = "last.ckpt"
@@ -29,6 +33,58 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         with atomic_open(path) as f:
             torch.save(checkpoint, f)
+        crash_point("checkpoint")
+
+
+class RunLock:
+    """One live run per directory: an exclusive `filelock` on `<dir>/.lock`, held for the whole run. The OS
+    drops it when the process dies, so a killed run never blocks its own `resume=true`."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.lock = FileLock(self.directory / ".lock")
+
+    def __enter__(self) -> RunLock:
+        try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            raise TransferlabError(
+                f"{self.directory} is in use by another run{_holder(self.directory)}; wait for it to finish, or "
+                "give this run its own directory (a new hydra.run.dir)."
+            ) from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.lock.release()
+
+
+def _holder(directory: Path) -> str:
+    try:
+        record = json.loads((directory / "results.json").read_text())
+        return f" (pid {record['pid']} on {record['host']}, started {time.ctime(record['started_at'])})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+class StepCheckpoint(pl.callbacks.ModelCheckpoint):
+    """`last.ckpt` every `every_n_train_steps` optimizer steps (not on an epoch's last batch: the epoch's
+    own checkpoint follows once its validation and metrics are done)."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            super().on_train_batch_end(trainer, *args, **kwargs)
+
+
+def step_checkpoint(dirpath: str | Path, every_n_train_steps: int) -> StepCheckpoint:
+    """`last.ckpt` every `every_n_train_steps` optimizer steps, beside the per-epoch checkpoints: a run
+    killed mid-epoch loses at most that many steps and resumes exactly where the checkpoint was taken."""
+    return StepCheckpoint(
+        dirpath=dirpath,
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=every_n_train_steps,
+        enable_version_counter=False,  # both callbacks write the one last.ckpt
+    )
 
 
 def rng_state() -> dict[str, Any]:

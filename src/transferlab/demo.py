@@ -67,16 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _source_info(sweep: Path) -> dict | None:
-    """The source-pretraining record of the sweep's first job that used one."""
+    """The sweep's source-pretraining record; `reused` is false when one of its jobs trained it."""
     import json
 
-    for path in sorted(
-        sweep.glob("*/results.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
-    ):
-        source = json.loads(path.read_text()).get("source")
-        if source:
-            return source
-    return None
+    found = [json.loads(p.read_text()).get("source") for p in sweep.glob("*/results.json")]
+    found = [s for s in found if s]
+    if not found:
+        return None
+    return {**found[0], "reused": all(s.get("reused") for s in found)}
 
 
 if __name__ == "__main__":

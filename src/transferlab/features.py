@@ -15,7 +15,7 @@ from transferlab.atomic import atomic_open
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import state_dict_sha256
 from transferlab.data.image_folder import ImageFolderDataModule
-from transferlab.data.loaders import make_loader
+from transferlab.data.loaders import make_loader, resume_position
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -106,7 +106,11 @@ class CachedFeatures(pl.LightningDataModule):
         dm = self.datamodule
         batch_size = dm.batch_size if split == "train" else dm.eval_batch_size
         return make_loader(
-            TensorDataset(features, labels), batch_size=batch_size, shuffle=shuffle, seed=dm.seed
+            TensorDataset(features, labels),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=dm.seed,
+            position=resume_position(self.trainer) if shuffle else (0, 0),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from transferlab.backbones import Backbone
 from transferlab.checkpoint import rng_state, set_rng_state
+from transferlab.csv_log import CrashSafeCSVLogger
 from transferlab.errors import TransferlabError
+from transferlab.faults import crash_point
 from transferlab.strategies import TransferStrategy
 
 log = logging.getLogger(__name__)
@@ -70,8 +73,14 @@ class TransferModule(pl.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Epoch means of the loss, weighted by batch size and synced across processes exactly.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.test_samples = SumMetric()  # how many test samples were scored (DDP: each exactly once)
         self.val_acc_best = MaxMetric()
-        self.val_acc_best.persistent(True)  # survives checkpoint resume
+        # States a checkpoint must carry so that a resumed run ends exactly as an uninterrupted one: a step
+        # checkpoint falls mid-epoch, and the end-of-epoch one before the epoch's training metrics are logged.
+        for metric in (self.train_metrics, self.train_loss, self.val_acc_best):
+            metric.persistent(True)
         self.use_cached_features = False
         self._frozen_ids: set[int] = set()
         self._gated: list[nn.Parameter] = []
@@ -173,20 +182,21 @@ class TransferModule(pl.LightningModule):
         return self.head(features)
 
     def _step(self, batch: Any, stage: str, metrics: MetricCollection) -> torch.Tensor:
+        crash_point(f"{stage}_step")
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
         metrics.update(logits.detach().softmax(dim=-1), y)
-        if stage == "train":  # `train/loss` per step (the contract's name) and its epoch mean
+        getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(y))
+        if stage == "train":  # `train/loss` per step (the contract's name); its epoch mean at the epoch end
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
-            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        else:
-            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
-    def _log_epoch(self, metrics: MetricCollection) -> None:
-        # Logged once per epoch (Lightning computes and resets them): no per-step logging overhead.
-        self.log_dict(metrics, prog_bar=metrics is not self.train_metrics)
+    def _log_epoch(self, stage: str, metrics: MetricCollection) -> None:
+        # Logged once per epoch (Lightning computes, syncs across processes and resets them).
+        self.log_dict(metrics, prog_bar=stage != "train")
+        name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"  # train/loss is per step
+        self.log(name, getattr(self, f"{stage}_loss"), prog_bar=stage != "train")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train", self.train_metrics)
@@ -205,11 +215,40 @@ class TransferModule(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test", self.test_metrics)
+        self.test_samples.update(torch.tensor(float(len(batch[1]))))
 
     # ---------------------------------------------------------------- hooks
     def on_train_start(self) -> None:
         if self.global_step == 0:  # not when resuming
             self.val_acc_best.reset()
+        else:
+            self._fit_schedule_to_plan()
+
+    def _fit_schedule_to_plan(self) -> None:
+        """A resumed run whose trainer.max_epochs changed: the checkpoint's schedule was sized for the old
+        number of steps. Follow the schedule the new length gives (as if planned from the start)."""
+        scheduler = self.lr_schedulers()
+        schedules = getattr(scheduler, "lr_lambdas", [])
+        planned = self.planned_steps()
+        if not schedules or all(getattr(f, "total_steps", planned) == planned for f in schedules):
+            return
+        step = scheduler.last_epoch
+        before, old_total = schedules[0](step), schedules[0].total_steps
+        for f in schedules:
+            f.resize(planned)
+        for group, base, f in zip(
+            scheduler.optimizer.param_groups, scheduler.base_lrs, schedules, strict=True
+        ):
+            group["lr"] = base * f(step)
+        log.warning(
+            "trainer.max_epochs changed since the checkpoint: the learning-rate schedule now spans %d steps "
+            "(was %d); at step %d its factor goes from %.3g to %.3g and follows the longer schedule from here.",
+            planned,
+            old_total,
+            step,
+            before,
+            schedules[0](step),
+        )
 
     def on_train_epoch_start(self) -> None:
         if self._pending_rng is not None:  # resumed: continue the random stream where the checkpoint left it
@@ -222,28 +261,55 @@ class TransferModule(pl.LightningModule):
             p.grad = None
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch(self.train_metrics)
+        """The epoch's training metrics go to the loggers here, directly, not through `self.log`: Lightning
+        writes `self.log` values after the end-of-epoch checkpoint, so a run killed in between, or resumed
+        from it (the restart skips the epoch's end), would never log them."""
+        if self.train_loss.weight == 0:  # no training batch this epoch
+            return
+        values = {name: float(value) for name, value in self.train_metrics.compute().items()}
+        values["train/loss_epoch"] = float(self.train_loss.compute())
+        values["epoch"] = float(self.trainer.fit_loop.epoch_progress.current.processed - 1)
+        self.train_metrics.reset()
+        self.train_loss.reset()  # reset before the checkpoint: it must not carry a finished epoch's state
+        for logger in self.trainer.loggers:
+            logger.log_metrics(values, step=max(self.global_step - 1, 0))
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             self.val_metrics.reset()
+            self.val_loss.reset()
             return
         self.val_acc_best(self.val_metrics["acc"].compute())
-        self._log_epoch(self.val_metrics)
+        self._log_epoch("val", self.val_metrics)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch(self.test_metrics)
+        self._log_epoch("test", self.test_metrics)
+        self.log("test/samples", self.test_samples)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not save RNG states; without them a resumed run shuffles differently.
-        checkpoint["transferlab"] = {"strategy": self.strategy.state_dict(), "rng": rng_state()}
+        checkpoint["transferlab"] = {
+            "backbone": {"name": self.backbone.name},
+            "strategy": self.strategy.state_dict(),
+            "rng": rng_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("transferlab", {})
         if "strategy" in state:
             self.strategy.load_state_dict(state["strategy"])
+        if (
+            self._trainer is None or self._trainer.state.fn != "fit"
+        ):  # loading weights to test: nothing to resume
+            return
         self._pending_rng = state.get("rng")
+        for logger in self._csv_loggers():  # the resumed run logs the steps after the checkpoint again
+            logger.truncate(int(checkpoint.get("global_step", 0)))
+
+    def _csv_loggers(self) -> list[CrashSafeCSVLogger]:
+        trainer = self._trainer
+        return [lg for lg in (trainer.loggers if trainer else []) if isinstance(lg, CrashSafeCSVLogger)]
 
     # ------------------------------------------------------------ optimizer
     def param_groups(self) -> list[dict[str, Any]]:
@@ -272,8 +338,22 @@ class TransferModule(pl.LightningModule):
         optimizer = self.optimizer_factory(self.param_groups())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=self.planned_steps())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def planned_steps(self) -> int:
+        """Optimizer steps the fit will take. Not `trainer.estimated_stepping_batches`: it builds the train
+        loader before a checkpoint's loop state is restored, which breaks mid-epoch resume (Lightning #20550)."""
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        batches = len(trainer.datamodule.train_dataloader())
+        limit = trainer.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+        if trainer.fast_dev_run:
+            batches = min(batches, int(trainer.fast_dev_run))
+            return math.ceil(batches / trainer.accumulate_grad_batches)
+        return math.ceil(batches / trainer.accumulate_grad_batches) * max(int(trainer.max_epochs or 1), 1)
 
 
 def _bn_policy(frozen_params: int, train_bn: bool) -> str:

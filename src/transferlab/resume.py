@@ -1,83 +1,211 @@
-"""Resuming runs and sweeps: which checkpoint, which jobs to skip, continuous CSV logs."""
+"""How a run starts in its directory: fresh, resumed from its last checkpoint, started from a given
+checkpoint (`ckpt_path`), or skipped because it already finished (sweep resume). Every refusal names
+what is wrong and the fix."""
 
 from __future__ import annotations
 
 import logging
 import os
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from omegaconf import DictConfig
 
-from transferlab.atomic import atomic_open
 from transferlab.errors import TransferlabError
 from transferlab.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+# Keys a resumed run may change: where things are written, how they are shown, how long it trains.
+MAY_CHANGE = (
+    "resume",
+    "ckpt_path",
+    "overwrite",
+    "paths.",
+    "logger.",
+    "callbacks.",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+    "dataset.num_workers",
+    "dataset.pin_memory",
+    "dataset.persistent_workers",
+    "dataset.multiprocessing_context",
+)
 
 
-def finished_record(cfg: DictConfig, out: Path, record: dict[str, Any]) -> dict[str, Any] | None:
-    """With resume=true, a job whose results.json says ok is not run again (sweep resume), unless only
-    trainer settings changed (e.g. more epochs): then it continues from its last checkpoint."""
-    path = out / RESULTS_FILE
-    if not cfg.get("resume") or not path.is_file():
-        return None
-    previous = read_results(path)
-    before, now = job_overrides(previous.get("overrides", [])), job_overrides(record["overrides"])
-    if [o for o in before if not o.startswith("trainer.")] != [
-        o for o in now if not o.startswith("trainer.")
-    ]:
-        raise TransferlabError(
-            f"resume=true, but {out} holds a different job (overrides {previous.get('overrides')} vs "
-            f"{record['overrides']}); resume with the same overrides or choose another directory."
+@dataclass
+class StartPlan:
+    """What `train` does in its directory."""
+
+    checkpoint: str | None = None  # continue from this checkpoint
+    finished: dict[str, Any] | None = None  # already done: return this record, run nothing
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts in this directory
+
+
+def plan_start(cfg: DictConfig, out: Path, config: dict[str, Any]) -> StartPlan:
+    """Decide how the run starts in `out`; raise `TransferlabError` when it must not."""
+    previous = _previous(out)
+    attempts = [*previous.get("attempts", []), _attempt(previous)] if previous else []
+    if cfg.get("ckpt_path"):
+        if cfg.get("resume"):
+            raise TransferlabError(
+                "resume=true and ckpt_path are both set; resume=true continues this directory's own last "
+                "checkpoint, ckpt_path starts a new run from another one: use one of them."
+            )
+        return StartPlan(
+            checkpoint=str(checked_checkpoint(cfg, _checkpoint_file(cfg.ckpt_path), "ckpt_path"))
         )
-    if previous.get("status") != "ok":
-        log.info("Resuming %s job in %s.", previous.get("status"), out)
-        return None
-    if before != now:
-        log.info("Continuing finished run %s with new trainer settings.", out)
-        return None
-    log.info("Skipping %s: already finished (status ok). Remove results.json to run it again.", out)
-    return previous
-
-
-def job_overrides(overrides: list[str]) -> list[str]:
-    skip = ("resume=", "hydra.", "trainer.enable_progress_bar")
-    return sorted(o.lstrip("+~") for o in overrides if not o.lstrip("+~").startswith(skip))
-
-
-def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     if not cfg.get("resume"):
+        return StartPlan()
+    if previous:
+        changes = config_changes(previous.get("config") or {}, config)
+        if changes:
+            raise TransferlabError(
+                f"resume=true, but {out} holds a run with other settings: {'; '.join(changes)}. Resume with the "
+                "settings it was started with (trainer.max_epochs may grow), or give this run its own directory."
+            )
+    last = out / LAST_CHECKPOINT
+    if previous and previous.get("status") == "ok" and _same_length(previous.get("config") or {}, config):
+        log.info("Skipping %s: already finished (status ok). Remove results.json to run it again.", out)
+        return StartPlan(finished=previous)
+    if not last.is_file():
+        if previous or (out / "checkpoints").is_dir():
+            log.warning(
+                "resume=true, but %s has no checkpoint yet (the run stopped before its first one): "
+                "starting this run over from the beginning.",
+                out,
+            )
+        return StartPlan(attempts=attempts)
+    log.info("Resuming from %s", last)
+    return StartPlan(checkpoint=str(checked_checkpoint(cfg, last, "resume=true")), attempts=attempts)
+
+
+def _previous(out: Path) -> dict[str, Any] | None:
+    path = out / RESULTS_FILE
+    if not path.is_file():
         return None
-    last = out / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("Resuming from %s", last)
-        return str(last)
-    log.warning("resume=true but %s does not exist: starting from the beginning.", last)
-    return None
+    try:
+        return read_results(path)
+    except ValueError:  # written atomically, so only a foreign or hand-edited file can be broken
+        raise TransferlabError(
+            f"{path} is not a readable transferlab record; move it away or use another directory."
+        ) from None
 
 
-def set_csv_aside(out: Path) -> Path | None:
-    """Lightning's CSVLogger deletes an existing metrics.csv: keep it to merge after the resumed run."""
-    metrics = out / "csv" / "metrics.csv"
-    if not metrics.is_file():
-        return None
-    aside = metrics.with_name("metrics.before_resume.csv")
-    os.replace(metrics, aside)
-    return aside
+def _attempt(record: dict[str, Any]) -> dict[str, Any]:
+    """What an earlier attempt left in results.json (kept when the run is tried again)."""
+    status = record.get("status")
+    if status == "running":  # it never wrote its end: the process was killed
+        status = "killed"
+    return {
+        "status": status,
+        "error": record.get("error"),
+        "started_at": record.get("started_at"),
+        "pid": record.get("pid"),
+    }
 
 
-def merge_csv(out: Path, aside: Path) -> None:
-    """The earlier rows up to the epoch the resumed run starts at, then its rows: one continuous log.
+def _same_length(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    trainer_before, trainer_now = before.get("trainer") or {}, now.get("trainer") or {}
+    return all(trainer_before.get(k) == trainer_now.get(k) for k in ("max_epochs", "max_steps"))
 
-    Rows of an epoch that was cut short (after the last checkpoint) are dropped.
-    """
-    metrics = out / "csv" / "metrics.csv"
-    old = pd.read_csv(aside)
-    if metrics.is_file():
-        new = pd.read_csv(metrics)
-        old = pd.concat([old[old["epoch"] < new["epoch"].min()], new], ignore_index=True)
-    with atomic_open(metrics, "w") as f:
-        old.to_csv(f, index=False)
-    aside.unlink()
+
+def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every setting that differs, except those a resumed run may change (and
+    trainer.max_epochs / max_steps may only grow)."""
+    old = _flat(before)
+    new = _flat(now)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if a == b:
+            continue
+        if key in ("trainer.max_epochs", "trainer.max_steps") and _grows(a, b):
+            continue
+        if key.startswith(MAY_CHANGE) and key not in ("trainer.max_epochs", "trainer.max_steps"):
+            continue
+        changes.append(f"{key}: {a} -> {b}")
+    return changes
+
+
+def _grows(a: Any, b: Any) -> bool:
+    try:
+        return b == -1 or (a != -1 and b >= a)
+    except TypeError:
+        return False
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    records = pd.json_normalize(config, sep=".").to_dict("records")
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in (records[0] if records else {}).items()}
+
+
+def _checkpoint_file(spec: str | os.PathLike) -> Path:
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        if (path / LAST_CHECKPOINT).is_file():
+            return path / LAST_CHECKPOINT
+        raise TransferlabError(
+            f"ckpt_path={spec} is a directory without {LAST_CHECKPOINT}; give a .ckpt file or a run directory "
+            "that has written a checkpoint."
+        )
+    if not path.is_file():
+        raise TransferlabError(
+            f"ckpt_path={spec}: no such file or directory; give a .ckpt file or a run directory."
+        )
+    return path
+
+
+def inspect_checkpoint(path: Path, given_as: str) -> dict[str, Any]:
+    """The checkpoint's metadata, read without loading its tensors (memory-mapped); a truncated or corrupt
+    file is a clear error."""
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not a PyTorch zip archive")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # the file itself is bad; never advise weights_only=False
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = reason.split(" Please file an issue")[0].split("In PyTorch 2.6")[0].strip()
+        raise TransferlabError(
+            f"{given_as}: checkpoint {path} is unreadable (truncated or corrupt: {reason[:160]}). Delete it to "
+            "start over, or give ckpt_path an earlier checkpoint (checkpoints/epoch*.ckpt)."
+        ) from None
+    return {
+        "epoch": int(checkpoint.get("epoch", 0)),
+        "global_step": int(checkpoint.get("global_step", 0)),
+        "transferlab": checkpoint.get("transferlab") or {},
+    }
+
+
+def checked_checkpoint(cfg: DictConfig, path: Path, given_as: str) -> Path:
+    """`path`, once it is known to be readable and to fit this run's backbone, strategy and length."""
+    info = inspect_checkpoint(path, given_as)
+    meta = info["transferlab"]
+    backbone = (meta.get("backbone") or {}).get("name")
+    if backbone and backbone != cfg.backbone.name:
+        raise TransferlabError(
+            f"{given_as}: checkpoint {path} was trained with backbone {backbone}, this run uses "
+            f"{cfg.backbone.name}; set backbone.name={backbone} or start from another checkpoint."
+        )
+    strategy = (meta.get("strategy") or {}).get("name")
+    if strategy and strategy != cfg.strategy.name:
+        raise TransferlabError(
+            f"{given_as}: checkpoint {path} was trained with strategy {strategy}, this run uses "
+            f"{cfg.strategy.name}; set strategy={strategy} or start from another checkpoint."
+        )
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1 and info["epoch"] >= int(max_epochs):
+        done = info["epoch"]
+        raise TransferlabError(
+            f"{given_as}: the checkpoint has already trained {done} epoch(s) but trainer.max_epochs={max_epochs}; "
+            f"raise trainer.max_epochs above {done} to train further."
+        )
+    return path

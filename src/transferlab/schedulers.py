@@ -1,4 +1,4 @@
-"""Learning-rate schedules, built per step from the trainer's estimated number of steps."""
+"""Learning-rate schedules, per optimizer step, sized by the steps the fit will take."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ class WarmupCosine:
     """Linear warm-up over `warmup_fraction` of the steps, then cosine decay to `min_lr_ratio`."""
 
     def __init__(self, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0):
-        self.total_steps = max(1, int(total_steps))
-        self.warmup = int(round(self.total_steps * warmup_fraction))
+        self.warmup_fraction = float(warmup_fraction)
         self.min_lr_ratio = float(min_lr_ratio)
+        self.resize(total_steps)
+
+    def resize(self, total_steps: int) -> None:
+        """Plan for `total_steps` (a resumed run with more epochs): the schedule that run would have had."""
+        self.total_steps = max(1, int(total_steps))
+        self.warmup = int(round(self.total_steps * self.warmup_fraction))
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:

@@ -5,6 +5,7 @@ python -m transferlab.train [overrides]        (also: transferlab-train)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -21,11 +22,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from transferlab.atomic import remove_temporaries
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
-from transferlab.checkpoint import AtomicCheckpointIO, InterruptCheckpoint, check_disk_space
+from transferlab.checkpoint import (
+    AtomicCheckpointIO,
+    InterruptCheckpoint,
+    RunLock,
+    check_disk_space,
+    step_checkpoint,
+)
 from transferlab.data import ImageFolderDataModule
 from transferlab.errors import TransferlabError, TrialPruned, did_you_mean, instantiate
+from transferlab.faults import crash_point
 from transferlab.features import CachedFeatures
 from transferlab.loggers import build_loggers, finish_wandb, log_config, remember_wandb_id
 from transferlab.module import TransferModule
@@ -37,7 +46,7 @@ from transferlab.results import (
     peak_memory_mb,
     write_json_atomic,
 )
-from transferlab.resume import finished_record, merge_csv, resume_checkpoint, set_csv_aside
+from transferlab.resume import StartPlan, plan_start
 from transferlab.runtime import is_multirun, is_rank_zero, overrides, resolved_config
 from transferlab.strategies import TransferStrategy, build_strategy
 from transferlab.summary import print_summary
@@ -50,19 +59,37 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one job and write its `results.json`; job failures are recorded, not raised."""
+    """Run one job in its directory and write its `results.json`; job failures are recorded, not raised.
+
+    The directory is locked for the whole run. `results.json` says `running` from the start (a killed run
+    leaves that behind) and is replaced atomically by the final record. A run refused before it starts
+    (directory locked by another run, or holding a run it may not continue) writes nothing there.
+    """
     out = Path(cfg.paths.output_dir).resolve()
     record = _base_record(cfg, out)
-    finished = finished_record(cfg, out, record)
-    if finished is not None:
-        return finished
+    try:
+        _check_output_dir(out)
+        with RunLock(out) if is_rank_zero() else contextlib.nullcontext():
+            plan = plan_start(cfg, out, record["config"])
+            if plan.finished is not None:
+                return plan.finished
+            return _run(cfg, out, record, plan)
+    except TransferlabError as exc:  # refused at the door: nothing in `out` is touched
+        record.update(status="failed", error=str(exc))
+        log.error("%s", exc)
+        return record
+
+
+def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) -> dict[str, Any]:
     trainer: pl.Trainer | None = None
     interrupt = InterruptCheckpoint(out / "checkpoints")
     interrupted: BaseException | None = None
-    csv_aside: Path | None = None
+    if is_rank_zero():
+        remove_temporaries(out)  # what writers killed mid-write left behind
+        record["attempts"] = plan.attempts
+        write_json_atomic(out / RESULTS_FILE, record)  # status: running
     try:
         _check_objective(cfg)
-        _check_output_dir(out)
         _check_device(cfg)
         strategy = build_strategy(cfg.strategy)
         pretrained = _resolve_pretrained(cfg, strategy, record)
@@ -86,13 +113,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _check_objective_is_logged(cfg, module)
         fit_data = _maybe_cache_features(cfg, strategy, module, datamodule, record)
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
-        ckpt_path = resume_checkpoint(cfg, out)
-        if ckpt_path and is_rank_zero():
-            csv_aside = set_csv_aside(out)
-            record["resumed_from"] = ckpt_path
+        if plan.checkpoint:
+            record["resumed_from" if cfg.get("resume") else "started_from"] = plan.checkpoint
         trainer = instantiate(
             cfg.trainer,
-            logger=build_loggers(cfg, out, resuming=bool(ckpt_path)),
+            logger=build_loggers(cfg, out, resuming=bool(plan.checkpoint and cfg.get("resume"))),
             callbacks=[*_build_callbacks(cfg), *_pruning_callback(cfg), interrupt],
             plugins=[AtomicCheckpointIO()],
         )
@@ -100,8 +125,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log_config(trainer, cfg)
         remember_wandb_id(trainer, out, record)
         started = time.perf_counter()
-        trainer.fit(module, datamodule=fit_data, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=fit_data, ckpt_path=plan.checkpoint)
         record["train_seconds"] = round(time.perf_counter() - started, 3)
+        crash_point("after_fit")
         record["trainable_params"], record["total_params"] = module.parameter_counts()
         record["strategy_details"] = module.strategy_summary()
         fit_metrics = _metrics(trainer, ("val/acc_best",))
@@ -111,6 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("test", True):
             trainer.test(module, datamodule=fit_data, ckpt_path=best, verbose=False)
             fit_metrics.update(_metrics(trainer, ("test/",)))
+            record["test_samples"] = int(fit_metrics.pop("test/samples"))
         record["metrics"] = dict(sorted(fit_metrics.items()))
         record["epochs"] = trainer.current_epoch
         if trainer.is_global_zero:
@@ -134,8 +161,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.error("Run failed:\n%s", record["traceback"])
     finally:
         finish_wandb()
-        if csv_aside is not None:
-            merge_csv(out, csv_aside)
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)
         record["wall_seconds"] = round(time.time() - record["started_at"], 3)
     if trainer.is_global_zero if trainer is not None else is_rank_zero():  # DDP: rank 0 writes
@@ -327,7 +352,15 @@ def _maybe_cache_features(cfg, strategy, module, datamodule, record) -> pl.Light
 
 
 def _build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    confs = {k: c for k, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c}
+    callbacks = []
+    for key, conf in confs.items():
+        steps = conf.get("every_n_train_steps") if key == "model_checkpoint" else None
+        if steps:  # Lightning's ModelCheckpoint takes one trigger: steps get a checkpoint of their own
+            conf = OmegaConf.merge(conf, {"every_n_train_steps": None})
+        callbacks.append(instantiate(conf))
+        if steps:  # after the main one, which stays `trainer.checkpoint_callback` (the best checkpoint)
+            callbacks.append(step_checkpoint(conf.dirpath, int(steps)))
     if cfg.trainer.get("enable_progress_bar") is False:  # trainer.enable_progress_bar=false wins
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     return callbacks

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from transferlab.data.loaders import make_loader
+from transferlab.data.loaders import make_loader, resume_position
 from transferlab.data.transforms import Augment, eval_transform, train_transform
 from transferlab.errors import TransferlabError, did_you_mean
 
@@ -266,6 +266,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
             seed=self.seed,
+            position=resume_position(self.trainer) if shuffle else (0, 0),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
