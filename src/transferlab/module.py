@@ -10,7 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection, SumMetric
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from transferlab.backbones import Backbone
@@ -75,7 +75,7 @@ class TransferModule(pl.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
         # Epoch means of the loss, weighted by batch size and synced across processes exactly.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.test_samples = SumMetric()  # how many test samples were scored (DDP: each exactly once)
+        self._test_count = 0  # samples this process scored; summed over processes at the end of the test
         self.val_acc_best = MaxMetric()
         # States a checkpoint must carry so that a resumed run ends exactly as an uninterrupted one: a step
         # checkpoint falls mid-epoch, and the end-of-epoch one before the epoch's training metrics are logged.
@@ -164,6 +164,12 @@ class TransferModule(pl.LightningModule):
             "gated": self.strategy.gated,
         }
 
+    def fit_metrics(self) -> dict[str, float]:
+        """What the fit leaves in the record: the best validation accuracy (kept in checkpoints, so a run
+        resumed after its last epoch reports it too)."""
+        best = float(self.val_acc_best.max_value)  # the metric's state; -inf before any validation
+        return {"val/acc_best": best} if math.isfinite(best) else {}
+
     def validation_metric_names(self) -> list[str]:
         """Every metric logged under `val/` (what `optimized_metric` may name)."""
         return sorted([*self.val_metrics.keys(keep_base=False), "val/loss", "val/acc_best"])
@@ -215,14 +221,20 @@ class TransferModule(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test", self.test_metrics)
-        self.test_samples.update(torch.tensor(float(len(batch[1]))))
+        self._test_count += len(batch[1])
 
     # ---------------------------------------------------------------- hooks
     def on_train_start(self) -> None:
         if self.global_step == 0:  # not when resuming
             self.val_acc_best.reset()
-        else:
-            self._fit_schedule_to_plan()
+            return
+        # Resumed (on_train_epoch_start is skipped when it resumes mid-epoch): the strategy's state for
+        # this epoch, the random stream where the checkpoint left it, the schedule for the planned steps.
+        self.apply_strategy(self.current_epoch)
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        self._fit_schedule_to_plan()
 
     def _fit_schedule_to_plan(self) -> None:
         """A resumed run whose trainer.max_epochs changed: the checkpoint's schedule was sized for the old
@@ -251,9 +263,6 @@ class TransferModule(pl.LightningModule):
         )
 
     def on_train_epoch_start(self) -> None:
-        if self._pending_rng is not None:  # resumed: continue the random stream where the checkpoint left it
-            set_rng_state(self._pending_rng)
-            self._pending_rng = None
         self.apply_strategy(self.current_epoch)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -285,7 +294,10 @@ class TransferModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics)
-        self.log("test/samples", self.test_samples)
+        # How many test samples were scored in all processes (DDP: each sample exactly once).
+        total = self.all_gather(torch.tensor(self._test_count, device=self.device)).sum()
+        self.log("test/samples", total.float())
+        self._test_count = 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not save RNG states; without them a resumed run shuffles differently.

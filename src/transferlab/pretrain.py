@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transferlab.backbones.weights import EXPORT_WEIGHTS
 from transferlab.config import compose_train
 from transferlab.errors import TransferlabError
+from transferlab.faults import scope
 from transferlab.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ def ensure_source(cfg: DictConfig) -> dict[str, Any]:
         )
         with open_dict(src):
             src.paths.output_dir = str(run_dir)
-        record = train(src)
+            src.resume = True  # a source pretraining killed earlier continues from its checkpoint
+        with scope("source:"):
+            record = train(src)
     if record["status"] != "ok":
         raise TransferlabError(
             f"Source pretraining {cfg.source.experiment} failed: {record['error']} (see {run_dir})."

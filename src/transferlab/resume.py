@@ -209,3 +209,13 @@ def checked_checkpoint(cfg: DictConfig, path: Path, given_as: str) -> Path:
             f"raise trainer.max_epochs above {done} to train further."
         )
     return path
+
+
+def saved_best_score(path: str | os.PathLike) -> float | None:
+    """The monitored score a top-k checkpoint recorded about itself (its ModelCheckpoint state)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and state.get("best_model_path") == str(path):
+            score = state.get("best_model_score")
+            return None if score is None else float(score)
+    return None

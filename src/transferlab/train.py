@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import platform
 import sys
@@ -20,6 +21,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from transferlab.atomic import remove_temporaries
@@ -33,6 +35,7 @@ from transferlab.checkpoint import (
     step_checkpoint,
 )
 from transferlab.data import ImageFolderDataModule
+from transferlab.data.image_folder import in_loky_worker
 from transferlab.errors import TransferlabError, TrialPruned, did_you_mean, instantiate
 from transferlab.faults import crash_point
 from transferlab.features import CachedFeatures
@@ -46,7 +49,7 @@ from transferlab.results import (
     peak_memory_mb,
     write_json_atomic,
 )
-from transferlab.resume import StartPlan, plan_start
+from transferlab.resume import StartPlan, plan_start, saved_best_score
 from transferlab.runtime import is_multirun, is_rank_zero, overrides, resolved_config
 from transferlab.strategies import TransferStrategy, build_strategy
 from transferlab.summary import print_summary
@@ -115,13 +118,7 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
         if plan.checkpoint:
             record["resumed_from" if cfg.get("resume") else "started_from"] = plan.checkpoint
-        trainer = instantiate(
-            cfg.trainer,
-            logger=build_loggers(cfg, out, resuming=bool(plan.checkpoint and cfg.get("resume"))),
-            callbacks=[*_build_callbacks(cfg), *_pruning_callback(cfg), interrupt],
-            plugins=[AtomicCheckpointIO()],
-        )
-        _check_relaunch(trainer)
+        trainer = _build_trainer(cfg, out, plan, interrupt)
         log_config(trainer, cfg)
         remember_wandb_id(trainer, out, record)
         started = time.perf_counter()
@@ -130,7 +127,7 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         crash_point("after_fit")
         record["trainable_params"], record["total_params"] = module.parameter_counts()
         record["strategy_details"] = module.strategy_summary()
-        fit_metrics = _metrics(trainer, ("val/acc_best",))
+        fit_metrics = module.fit_metrics()
         record["objective"] = _objective(cfg, trainer)
         best = _best_checkpoint(trainer)
         record["best_checkpoint"] = best
@@ -254,6 +251,8 @@ def _objective(cfg: DictConfig, trainer: pl.Trainer) -> dict[str, Any]:
     name = cfg.optimized_metric
     callback = trainer.checkpoint_callback
     score = getattr(callback, "best_model_score", None) if callback else None
+    if score is None and callback is not None and Path(callback.best_model_path or "").is_file():
+        score = saved_best_score(callback.best_model_path)  # ddp_spawn returns the path, not the score
     if score is not None and getattr(callback, "monitor", None) == name:
         value, where = float(score), "best checkpoint"
     else:
@@ -287,15 +286,34 @@ def _check_device(cfg: DictConfig) -> None:
         raise TransferlabError("trainer.accelerator=mps but MPS is not available here; use trainer=cpu.")
 
 
-def _check_relaunch(trainer: pl.Trainer) -> None:
-    """Lightning's script launcher re-runs the command line per rank, which inside `-m` re-runs the sweep."""
+def _build_trainer(cfg: DictConfig, out: Path, plan: StartPlan, interrupt: InterruptCheckpoint) -> pl.Trainer:
+    def build(trainer_cfg: DictConfig) -> pl.Trainer:
+        return instantiate(
+            trainer_cfg,
+            logger=build_loggers(cfg, out, resuming=bool(plan.checkpoint and cfg.get("resume"))),
+            callbacks=[*_build_callbacks(cfg), *_pruning_callback(cfg), interrupt],
+            plugins=[AtomicCheckpointIO()],
+        )
+
+    trainer = build(cfg.trainer)
     launcher = trainer.strategy.launcher
     if is_multirun() and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1:
-        raise TransferlabError(
-            f"trainer.strategy={type(trainer.strategy).__name__} cannot run inside a Hydra multirun (-m): Lightning "
-            "re-launches the command per rank. Use trainer.strategy=ddp_spawn for sweeps, or launch DDP runs one "
-            "by one (torchrun/SLURM)."
-        )
+        # Lightning's script launcher starts each rank by re-running the command line, which inside `-m`
+        # re-runs the whole sweep (Lightning #15737). Spawned ranks run just this job.
+        log.info("Inside a Hydra multirun: DDP starts its %d processes with start_method=spawn.", launcher.num_processes)
+        trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        trainer = build(OmegaConf.create({**trainer_cfg, "strategy": _spawned(cfg.trainer.strategy)}))
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and in_loky_worker():
+        # Spawned children copy the parent's start method, and a joblib (loky) worker's is "loky", which
+        # they cannot load: they die at start and the job hangs. Spawn them as plain spawned processes.
+        multiprocessing.set_start_method("spawn", force=True)
+    return trainer
+
+
+def _spawned(strategy: Any) -> Any:
+    if isinstance(strategy, str):
+        return strategy.replace("ddp", "ddp_spawn", 1)
+    return {**OmegaConf.to_container(strategy, resolve=True), "start_method": "spawn"}
 
 
 def _resolve_pretrained(cfg: DictConfig, strategy: TransferStrategy, record: dict[str, Any]) -> Any:

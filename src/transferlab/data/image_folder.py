@@ -46,9 +46,14 @@ class ImageDataset(Dataset):
         return self.transform(image), label
 
 
+def in_loky_worker() -> bool:
+    """Whether this process is a joblib (loky) worker, as `hydra/launcher=local` jobs are."""
+    return multiprocessing.current_process().name.startswith("LokyProcess")
+
+
 def _worker_context(requested: str | None) -> str | None:
     """DataLoader workers inside a joblib (loky) job crash unless forked (hydra #964, joblib #1104)."""
-    if requested is None and multiprocessing.current_process().name.startswith("LokyProcess"):
+    if requested is None and in_loky_worker():
         return "fork"
     return requested
 
