@@ -32,3 +32,11 @@ def test_linear_probe_cache_benchmark():
     )
     assert result["cached_test_acc"] is not None and result["speedup"] > 0
     assert {"cold_cache_seconds", "recompute_seconds", "plain_torch_head_seconds"} <= set(result)
+
+
+def test_resume_overhead_benchmark():
+    result = run_benchmark(
+        "resume_overhead", "--backbone", "simple_cnn", "--image-size", "16", "--repeats", "1"
+    )
+    assert result["fresh_seconds_to_first_step"]["median"] > 0 and result["ratio_resumed_over_fresh"] > 0
+    assert result["checkpoint_writes_per_epoch"] >= 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from transferlab.config import compose_train
 from transferlab.faults import ENV
@@ -47,6 +48,7 @@ def run_forked(out: Path, *overrides: str, crash: str | None = None) -> int:
     if pid == 0:  # the child never returns into pytest
         code = 1
         try:
+            torch.set_num_threads(1)  # OpenMP's thread pool does not survive fork; every run uses one thread
             if crash:
                 os.environ[ENV] = crash
             else:
@@ -108,7 +110,11 @@ def test_killed_twice_at_any_point_resumes_exactly(reference, tmp_path, point):
 
 
 def test_killed_during_source_pretraining_resumes_exactly(tmp_path):
-    source = ["backbone.pretrained=source", "source.experiment=digits_source", "source.overrides=['trainer.max_epochs=2']"]
+    source = [
+        "backbone.pretrained=source",
+        "source.experiment=digits_source",
+        "source.overrides=['trainer.max_epochs=2']",
+    ]
     paths = lambda name: f"paths.cache_dir={tmp_path / name}"  # noqa: E731 - each its own source cache
     assert run_forked(tmp_path / "straight", *source, paths("a")) == 0
     killed = tmp_path / "killed"
@@ -117,9 +123,11 @@ def test_killed_during_source_pretraining_resumes_exactly(tmp_path):
     assert run_forked(killed, *source, paths("b"), "resume=true") == 0
     assert_same_as(killed, tmp_path / "straight")
     record = json.loads((killed / "results.json").read_text())
-    assert record["source"]["reused"] is False and record["weights_sha256"] == json.loads(
-        (tmp_path / "straight" / "results.json").read_text()
-    )["weights_sha256"]
+    assert (
+        record["source"]["reused"] is False
+        and record["weights_sha256"]
+        == json.loads((tmp_path / "straight" / "results.json").read_text())["weights_sha256"]
+    )
 
 
 def test_killed_sweep_parent_resumes_the_sweep(tmp_path, reference):
@@ -129,14 +137,17 @@ def test_killed_sweep_parent_resumes_the_sweep(tmp_path, reference):
     proc = subprocess.Popen(
         [sys.executable, "-m", "transferlab.train", *args],
         cwd=REPO,
-        env={**os.environ, ENV: "train_step@16"},  # the 4th step of the second job
+        env={**os.environ, ENV: "train_step@16", "OMP_NUM_THREADS": "1"},  # 4th step of the 2nd job
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     assert proc.wait(timeout=300) == 137
     first = json.loads((sweep / "0" / "results.json").read_text())
-    assert first["status"] == "ok" and json.loads((sweep / "1" / "results.json").read_text())["status"] == "running"
-    out = run_cli(*args, "resume=true", cwd=REPO)
+    assert (
+        first["status"] == "ok"
+        and json.loads((sweep / "1" / "results.json").read_text())["status"] == "running"
+    )
+    out = run_cli(*args, "resume=true", cwd=REPO, env={"OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert json.loads((sweep / "0" / "results.json").read_text())["started_at"] == first["started_at"]  # kept
     assert_same_as(sweep / "0", reference)
@@ -149,7 +160,7 @@ def test_sigterm_saves_interrupted_state_and_resumes(tmp_path, reference):
     proc = subprocess.Popen(
         [sys.executable, "-m", "transferlab.train", *RUN, f"hydra.run.dir={run_dir}"],
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -109,12 +109,12 @@ def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_cpu_two_processes(tmp_path):
+def test_ddp_cpu_scores_each_test_sample_once_and_agrees_with_one_process(tmp_path, make_cfg):
     run_dir = tmp_path / "ddp"
     result = run_cli(
         "trainer=ddp_cpu",
         "trainer.max_epochs=1",
-        "trainer.limit_train_batches=4",
+        "dataset.classes=[0,1,2,3,4]",
         "trainer.enable_progress_bar=false",
         "callbacks=minimal",
         f"hydra.run.dir={run_dir}",
@@ -122,12 +122,20 @@ def test_ddp_cpu_two_processes(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads((run_dir / "results.json").read_text())
-    assert record["status"] == "ok"
-    assert record["config"]["trainer"]["devices"] == 2
-    assert record["metrics"]["test/acc"] > 0.15  # chance is 0.1 after 4 steps
-    # Rank 1 ran in the same run directory (Lightning passes hydra.run.dir on), and only rank 0 wrote results.
-    assert (run_dir / "train_ddp_process_1.log").is_file()
-    assert [p.parent for p in Path(tmp_path).glob("**/results.json")] == [run_dir]
+    assert record["status"] == "ok" and record["config"]["trainer"]["devices"] == 2
+    # No DistributedSampler padding: 2 processes scored the test set's samples exactly once between them.
+    assert record["test_samples"] == record["data"]["sizes"]["test"] > 200
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # rank 1 ran, in the same run directory
+    assert [p.parent for p in Path(tmp_path).glob("**/results.json")] == [run_dir]  # only rank 0 wrote
+    # One process evaluating the same weights gets the same test metrics.
+    single = train(
+        make_cfg(
+            "dataset.classes=[0,1,2,3,4]", "trainer.max_epochs=1", f"ckpt_path={record['best_checkpoint']}"
+        )
+    )
+    assert single["status"] == "ok", single["error"]
+    assert single["metrics"]["test/acc"] == pytest.approx(record["metrics"]["test/acc"], abs=1e-6)
+    assert single["test_samples"] == record["test_samples"]
 
 
 @pytest.mark.parametrize(

@@ -300,7 +300,10 @@ def _build_trainer(cfg: DictConfig, out: Path, plan: StartPlan, interrupt: Inter
     if is_multirun() and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1:
         # Lightning's script launcher starts each rank by re-running the command line, which inside `-m`
         # re-runs the whole sweep (Lightning #15737). Spawned ranks run just this job.
-        log.info("Inside a Hydra multirun: DDP starts its %d processes with start_method=spawn.", launcher.num_processes)
+        log.info(
+            "Inside a Hydra multirun: DDP starts its %d processes with start_method=spawn.",
+            launcher.num_processes,
+        )
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         trainer = build(OmegaConf.create({**trainer_cfg, "strategy": _spawned(cfg.trainer.strategy)}))
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and in_loky_worker():
