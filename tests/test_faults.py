@@ -178,3 +178,14 @@ def test_sigterm_saves_interrupted_state_and_resumes(tmp_path, reference):
     assert record["status"] == "interrupted" and "resume=true" in record["error"]
     assert run_forked(run_dir, "resume=true") == 0
     assert_same_as(run_dir, reference)
+
+
+def test_l2_sp_run_killed_mid_epoch_resumes_exactly_with_its_reference_weights(tmp_path):
+    """The regularizer's starting weights travel in checkpoints: resuming does not recompute them."""
+    assert run_forked(tmp_path / "straight", "regularizer=l2_sp") == 0
+    killed = tmp_path / "killed"
+    assert run_forked(killed, "regularizer=l2_sp", crash="train_step@7") == 137
+    assert run_forked(killed, "regularizer=l2_sp", "resume=true") == 0
+    assert_same_as(killed, tmp_path / "straight")
+    saved = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(k.startswith("regularizer.w0_") for k in saved)

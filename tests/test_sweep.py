@@ -172,14 +172,12 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
 def test_ddp_jobs_inside_a_multirun_spawn_their_ranks(tmp_path):
     """Lightning's script launcher would re-run the whole sweep per rank; inside -m ranks are spawned."""
     out, sweep = run_sweep(
-        tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=1", "dataset.classes=[0,1,2]", "seed=0,1"
+        tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=1", "dataset.classes=[0,1,2]", "seed=0"
     )
     jobs = results(sweep)
-    assert [j["status"] for j in jobs] == ["ok", "ok"]
+    assert [j["status"] for j in jobs] == ["ok"]
     assert all(j["test_samples"] == j["data"]["sizes"]["test"] for j in jobs)  # each test sample once
-    assert "start_method=spawn" in out.stdout + out.stderr or (sweep / "0" / "train.log").read_text().count(
-        "spawn"
-    )
+    assert "start_method=spawn" in (sweep / "0" / "train.log").read_text()
 
 
 def test_demo_pretrains_tunes_compares_and_reports(tmp_path):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import CombinedLoader
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
@@ -18,6 +19,7 @@ from transferlab.checkpoint import rng_state, set_rng_state
 from transferlab.csv_log import CrashSafeCSVLogger
 from transferlab.errors import TransferlabError
 from transferlab.faults import crash_point
+from transferlab.regularizers import Regularizer, check_regularizer, first_batches
 from transferlab.strategies import TransferStrategy
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,11 @@ class TransferModule(pl.LightningModule):
         head_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         class_names: list[str] | None = None,
+        regularizer: Regularizer | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "strategy", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["backbone", "strategy", "optimizer", "scheduler", "regularizer"])
+        self.num_classes = num_classes
         strategy.check(backbone)
         strategy.prepare(backbone)
         self.backbone = backbone
@@ -87,6 +91,12 @@ class TransferModule(pl.LightningModule):
         self._applied_epoch: int | None = None
         self._pending_rng: dict[str, Any] | None = None
         self.apply_strategy(0)
+        self.regularizer = regularizer
+        if regularizer is not None:
+            check_regularizer(regularizer, self)
+            regularizer.attach(self)
+            self.train_reg = MeanMetric()
+            self.train_reg.persistent(True)
 
     # ------------------------------------------------------------ strategy
     def apply_strategy(self, epoch: int) -> None:
@@ -164,6 +174,10 @@ class TransferModule(pl.LightningModule):
             "gated": self.strategy.gated,
         }
 
+    def extra_epoch_metrics(self) -> dict[str, float]:
+        """More training metrics for the epoch's row (subclasses: e.g. the source task's accuracy)."""
+        return {}
+
     def fit_metrics(self) -> dict[str, float]:
         """What the fit leaves in the record: the best validation accuracy (kept in checkpoints, so a run
         resumed after its last epoch reports it too)."""
@@ -190,11 +204,17 @@ class TransferModule(pl.LightningModule):
     def _step(self, batch: Any, stage: str, metrics: MetricCollection) -> torch.Tensor:
         crash_point(f"{stage}_step")
         x, y = batch
-        logits = self(x)
+        features = x if self.use_cached_features else self.backbone(x)
+        logits = self.head(features)
         loss = self.criterion(logits, y)
         metrics.update(logits.detach().softmax(dim=-1), y)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(y))
         if stage == "train":  # `train/loss` per step (the contract's name); its epoch mean at the epoch end
+            if self.regularizer is not None:
+                reg = self.regularizer.penalty(self, x, features)
+                self.train_reg.update(reg.detach(), weight=len(y))
+                self.log("train/reg", reg, on_step=True, on_epoch=False, batch_size=len(y))
+                loss = loss + reg
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
         return loss
 
@@ -224,6 +244,15 @@ class TransferModule(pl.LightningModule):
         self._test_count += len(batch[1])
 
     # ---------------------------------------------------------------- hooks
+    def on_fit_start(self) -> None:
+        """A fresh run's regularizer prepares on a few training batches (a resumed run restored its
+        references from the checkpoint); every process then holds rank 0's."""
+        if self.regularizer is None:
+            return
+        self.regularizer.prepare(self, first_batches(self.trainer.datamodule, self.regularizer))
+        for buffer in self.regularizer.buffers():
+            buffer.copy_(self.trainer.strategy.broadcast(buffer, src=0))
+
     def on_train_start(self) -> None:
         if self.global_step == 0:  # not when resuming
             self.val_acc_best.reset()
@@ -277,6 +306,10 @@ class TransferModule(pl.LightningModule):
             return
         values = {name: float(value) for name, value in self.train_metrics.compute().items()}
         values["train/loss_epoch"] = float(self.train_loss.compute())
+        if self.regularizer is not None:
+            values["train/reg_epoch"] = float(self.train_reg.compute())
+            self.train_reg.reset()
+        values.update(self.extra_epoch_metrics())
         values["epoch"] = float(self.trainer.fit_loop.epoch_progress.current.processed - 1)
         self.train_metrics.reset()
         self.train_loss.reset()  # reset before the checkpoint: it must not carry a finished epoch's state
@@ -336,12 +369,12 @@ class TransferModule(pl.LightningModule):
         staged: set[int] = set()
         for i, (stage, params) in enumerate(zip(self.backbone.stages, stages, strict=True)):
             staged |= {id(p) for p in params}
-            groups += _split_decay(
+            groups += split_decay(
                 [p for p in params if include(p)], base_lr * scales[i], weight_decay, f"backbone.{stage.name}"
             )
         extra = [p for p in self.backbone.parameters() if id(p) not in staged and include(p)]
-        groups += _split_decay(extra, base_lr, weight_decay, "backbone.adapters")
-        groups += _split_decay(
+        groups += split_decay(extra, base_lr, weight_decay, "backbone.adapters")
+        groups += split_decay(
             list(self.head.parameters()), base_lr * self.strategy.head_lr_mult, weight_decay, "head"
         )
         return groups
@@ -359,7 +392,10 @@ class TransferModule(pl.LightningModule):
         trainer = self.trainer
         if trainer.max_steps and trainer.max_steps > 0:
             return int(trainer.max_steps)
-        batches = len(trainer.datamodule.train_dataloader())
+        loader = trainer.datamodule.train_dataloader()
+        if isinstance(loader, CombinedLoader):
+            iter(loader)  # a CombinedLoader knows its length (by its mode) once iterated
+        batches = len(loader)
         limit = trainer.limit_train_batches
         batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
         if trainer.fast_dev_run:
@@ -385,7 +421,7 @@ def _optimizer_defaults(factory: Callable[..., Any]) -> tuple[float, float]:
     return float(keywords.get("lr", 1e-3)), float(keywords.get("weight_decay", 0.01))
 
 
-def _split_decay(
+def split_decay(
     params: list[nn.Parameter], lr: float, weight_decay: float, name: str
 ) -> list[dict[str, Any]]:
     decay = [p for p in params if p.ndim > 1]

@@ -34,14 +34,18 @@ from transferlab.checkpoint import (
     check_disk_space,
     step_checkpoint,
 )
+from transferlab.config import without_search_space
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.image_folder import in_loky_worker
 from transferlab.errors import TransferlabError, TrialPruned, did_you_mean, instantiate
 from transferlab.faults import crash_point
 from transferlab.features import CachedFeatures
+from transferlab.forgetting import HEAD_FILE, SourceTask, accuracy, export_head
 from transferlab.loggers import build_loggers, finish_wandb, log_config, remember_wandb_id
 from transferlab.module import TransferModule
+from transferlab.multitask import JointDataModule, MultiTaskModule, build_source_datamodule
 from transferlab.pretrain import SOURCE, ensure_source
+from transferlab.regularizers import Regularizer
 from transferlab.results import (
     RESULTS_FILE,
     git_info,
@@ -103,18 +107,14 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         datamodule = _build_datamodule(cfg, backbone)
         record["class_names"] = datamodule.class_names
         record["data"] = datamodule.describe()
-        module = TransferModule(
-            backbone,
-            strategy,
-            num_classes=datamodule.num_classes,
-            optimizer=instantiate(cfg.optimizer),
-            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-            head_dropout=cfg.head.dropout,
-            label_smoothing=cfg.head.label_smoothing,
-            class_names=datamodule.class_names,
-        )
+        source_data = build_source_datamodule(cfg, backbone, datamodule) if strategy.joint_source else None
+        module = _build_module(cfg, backbone, strategy, datamodule, source_data)
         _check_objective_is_logged(cfg, module)
+        source_task = SourceTask.of(backbone.weights, backbone, datamodule.image_size)
+        source_before = source_task.score(backbone) if source_task else None
         fit_data = _maybe_cache_features(cfg, strategy, module, datamodule, record)
+        if source_data is not None:
+            fit_data = JointDataModule(datamodule, source_data, strategy.mode)
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
         if plan.checkpoint:
             record["resumed_from" if cfg.get("resume") else "started_from"] = plan.checkpoint
@@ -135,9 +135,18 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
             trainer.test(module, datamodule=fit_data, ckpt_path=best, verbose=False)
             fit_metrics.update(_metrics(trainer, ("test/",)))
             record["test_samples"] = int(fit_metrics.pop("test/samples"))
+        if source_task is not None:  # what transfer cost the source task
+            fit_metrics.update(
+                {"source/acc_before": source_before, "source/acc_after": source_task.score(backbone)}
+            )
+        if source_data is not None:  # the shared backbone's source head, on the source test split
+            fit_metrics["source/acc"] = accuracy(
+                backbone, module.source_head, source_data.eval_dataloader("test"), source_data.num_classes
+            )
         record["metrics"] = dict(sorted(fit_metrics.items()))
         record["epochs"] = trainer.current_epoch
         if trainer.is_global_zero:
+            export_head(module.head, out)
             record["export"] = export_backbone(
                 strategy.export_model(backbone), out, _export_meta(cfg, backbone, datamodule, record)
             )
@@ -336,6 +345,28 @@ def _build_backbone(cfg: DictConfig, strategy: TransferStrategy, pretrained: Any
     return instantiate(cfg.backbone, pretrained=pretrained, _convert_="all")
 
 
+def _build_module(cfg, backbone, strategy, datamodule, source_data) -> TransferModule:
+    kwargs: dict[str, Any] = {
+        "num_classes": datamodule.num_classes,
+        "optimizer": instantiate(cfg.optimizer),
+        "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        "head_dropout": cfg.head.dropout,
+        "label_smoothing": cfg.head.label_smoothing,
+        "class_names": datamodule.class_names,
+        "regularizer": _build_regularizer(cfg),
+    }
+    if source_data is not None:
+        return MultiTaskModule(backbone, strategy, source_classes=source_data.num_classes, **kwargs)
+    return TransferModule(backbone, strategy, **kwargs)
+
+
+def _build_regularizer(cfg: DictConfig) -> Regularizer | None:
+    conf = cfg.get("regularizer")
+    if not conf or conf.get("name", "none") == "none":
+        return None
+    return instantiate(without_search_space(conf))
+
+
 def _build_datamodule(cfg: DictConfig, backbone: Backbone) -> ImageFolderDataModule:
     if OmegaConf.is_missing(cfg.dataset, "root"):
         raise TransferlabError(
@@ -413,6 +444,9 @@ def _export_meta(cfg, backbone: Backbone, datamodule: ImageFolderDataModule, rec
         "metrics": record["metrics"],
         "initial_weights": backbone.weights,
         "file": EXPORT_WEIGHTS,
+        # what a later run needs to score this backbone on this task again (forgetting)
+        "head_file": HEAD_FILE,
+        "dataset_config": {k: v for k, v in resolved_config(cfg)["dataset"].items() if k != "search_space"},
     }
 
 

@@ -12,7 +12,17 @@ import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 RESULTS_FILE = "results.json"  # as transferlab.results (not imported: it pulls in torch)
-METRICS = ("test/acc", "test/f1_macro", "test/ece", "test/acc_top5", "test/loss", "val/acc_best")
+METRICS = (
+    "test/acc",
+    "test/f1_macro",
+    "test/ece",
+    "test/acc_top5",
+    "test/loss",
+    "val/acc_best",
+    "source/acc_before",
+    "source/acc_after",
+    "source/acc",
+)
 LOWER_IS_BETTER = ("ece", "loss")
 ROW_FIELDS = (
     "status",

@@ -6,6 +6,7 @@ from transferlab.config import without_search_space
 from transferlab.errors import instantiate
 from transferlab.strategies.base import TransferStrategy
 from transferlab.strategies.lora import LoRA
+from transferlab.strategies.multitask import MultiTask
 from transferlab.strategies.scheduled import LPFT, GradualUnfreeze
 from transferlab.strategies.simple import BitFit, Full, LinearProbe, Partial, Scratch
 
@@ -22,6 +23,7 @@ __all__ = [
     "GradualUnfreeze",
     "LinearProbe",
     "LoRA",
+    "MultiTask",
     "Partial",
     "Scratch",
     "TransferStrategy",

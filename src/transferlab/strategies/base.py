@@ -33,6 +33,7 @@ class TransferStrategy:
     name = "base"
     gated = False
     random_init = False
+    joint_source = False  # trains on the source task too (hard parameter sharing)
 
     def __init__(
         self,

@@ -1,0 +1,91 @@
+"""How much transfer cost the source task: the source head on the source test split, before and after.
+
+When the backbone came from a transferlab run, its export holds the source head (`head.safetensors`)
+and the source dataset's config (`backbone.json`), so any later run can score the backbone it starts
+from (`source/acc_before`) and the one it ends with (`source/acc_after`) on the source test split.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from transferlab.errors import instantiate
+
+log = logging.getLogger(__name__)
+HEAD_FILE = "head.safetensors"
+
+
+@torch.no_grad()
+def accuracy(backbone: nn.Module, head: nn.Module, loader, num_classes: int) -> float:
+    """Top-1 accuracy of `head(backbone(x))` over `loader`, in eval mode (modes restored afterwards)."""
+    device = next(head.parameters()).device
+    modes = [(m, m.training) for m in (backbone, head)]
+    backbone.eval()
+    head.eval()
+    metric = MulticlassAccuracy(num_classes, average="micro").to(device)
+    try:
+        for x, y in loader:
+            metric.update(head(backbone(x.to(device))), y.to(device))
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+    return float(metric.compute())
+
+
+class SourceTask:
+    """The source head and test split of the run a backbone was exported from, or None when unknown."""
+
+    def __init__(self, head: nn.Module, loader, num_classes: int, name: str):
+        self.head, self.loader, self.num_classes, self.name = head, loader, num_classes, name
+
+    @classmethod
+    def of(cls, weights: dict[str, Any], backbone, image_size: int) -> SourceTask | None:
+        meta = weights.get("from_run") or {}
+        if not (meta.get("head_file") and meta.get("dataset_config") and weights.get("path")):
+            return None
+        head_file, dataset = Path(weights["path"]).with_name(meta["head_file"]), meta["dataset_config"]
+        if not head_file.is_file():
+            return None
+        if int(dataset.get("image_size", image_size)) != image_size:
+            log.info(
+                "Forgetting not measured: the source task used %s px images, this run %d px.",
+                dataset.get("image_size"),
+                image_size,
+            )
+            return None
+        state = load_file(str(head_file))
+        head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+        head.load_state_dict(state)
+        datamodule = instantiate(OmegaConf.create(dataset), data_config=backbone.data_config, _convert_="all")
+        datamodule.setup("test")
+        return cls(
+            head,
+            datamodule.eval_dataloader("test"),
+            state["weight"].shape[0],
+            meta.get("source_dataset", "source"),
+        )
+
+    def score(self, backbone: nn.Module) -> float:
+        self.head.to(next(backbone.parameters()).device)
+        return accuracy(backbone, self.head, self.loader, self.num_classes)
+
+
+def export_head(head: nn.Module, out_dir: Path) -> str:
+    """The run's classifier (its Linear layer) as `head.safetensors`, beside the exported backbone."""
+    from safetensors.torch import save
+
+    from transferlab.atomic import atomic_open
+
+    linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+    state = {k: v.detach().cpu().contiguous() for k, v in linear.state_dict().items()}
+    with atomic_open(out_dir / HEAD_FILE) as f:
+        f.write(save(state))
+    return HEAD_FILE
