@@ -91,7 +91,7 @@ def test_empty_class_folder(image_folder):
 
 def test_test_class_missing_from_train(image_folder):
     write_image_folder(image_folder, classes=("yak",), per_class=0, test_per_class=2)
-    with pytest.raises(TransferlabError, match=r"Test classes \['yak'\].*have no folder"):
+    with pytest.raises(TransferlabError, match=r"Test classes \['yak'\].*are not in .*train"):
         dm(image_folder)
 
 

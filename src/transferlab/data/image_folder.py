@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import multiprocessing
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,33 +16,39 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 from transferlab.data.loaders import make_loader, resume_position
+from transferlab.data.manifest import Manifest
 from transferlab.data.transforms import Augment, eval_transform, train_transform
 from transferlab.errors import TransferlabError, did_you_mean
 
 log = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-Sample = tuple[Path, int]
+Sample = tuple[Any, int]  # (key of the image in its source, label); a file path for image folders
 
 
 class ImageDataset(Dataset):
-    """(path, label) samples read with PIL as RGB (grayscale becomes 3 channels)."""
+    """(key, label) samples, each image read by `read(key)` as RGB (grayscale becomes 3 channels)."""
 
-    def __init__(self, samples: Sequence[Sample], transform):
+    def __init__(self, samples: Sequence[Sample], transform, read: Callable[[Any], Image.Image]):
         self.samples = list(samples)
         self.transform = transform
+        self.read = read
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise TransferlabError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from None
-        return self.transform(image), label
+        key, label = self.samples[index]
+        return self.transform(self.read(key)), label
+
+
+def read_file(path: Path) -> Image.Image:
+    """An image file as RGB; an unreadable file is named in the error."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise TransferlabError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from None
 
 
 def in_loky_worker() -> bool:
@@ -76,26 +81,6 @@ def scan_class_folders(split_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def read_images(paths: Sequence[Path], verify: bool = True) -> dict[Path, bytes]:
-    """sha256 of every file, read once; with `verify`, each is also checked as an image (a corrupt
-    file is named in the error)."""
-    digests = {}
-    for path in paths:
-        data = path.read_bytes()
-        digests[path] = hashlib.sha256(data).digest()
-        if not verify:
-            continue
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.verify()
-        except Exception as exc:
-            raise TransferlabError(
-                f"Corrupt image {path} ({type(exc).__name__}: {exc}); remove or replace it "
-                "(or set dataset.verify_images=false to skip this check)."
-            ) from None
-    return digests
-
-
 class ImageFolderDataModule(pl.LightningDataModule):
     """Images in ROOT/train/<class>/*, ROOT/test/<class>/* and optional ROOT/val/<class>/*.
 
@@ -120,7 +105,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         multiprocessing_context: str | None = None,
-        verify_images: bool = True,
+        verify: str = "full",
+        hash: str = "content",
+        manifest_dir: str | None = None,
         seed: int = 0,
         data_config: dict[str, Any] | None = None,
         name: str = "image_folder",
@@ -143,12 +130,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.multiprocessing_context = (
             _worker_context(multiprocessing_context) if self.num_workers > 0 else None
         )
-        self.verify = bool(verify_images)
+        self.verify = verify
+        self.hash = hash
+        self.manifest = Manifest(self.root, manifest_dir)
         self.seed = int(seed)
         self.name = name
         self.splits: dict[str, list[Sample]] = {}
         self.class_names: list[str] = []
         self._digests: dict[Path, bytes] = {}
+        self._split_hashes: dict[str, str] = {}
 
     # ----------------------------------------------------------------- set-up
     def prepare_root(self) -> None:
@@ -158,30 +148,27 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if self.splits:
             return
         self.prepare_root()
-        train_dir = self._require_split_dir("train")
-        train = scan_class_folders(train_dir)
-        self.class_names = self._select_classes(list(train), train_dir)
+        train = self.scan("train", required=True)
+        self.class_names = self._select_classes(list(train), self.where("train"))
         index = {c: i for i, c in enumerate(self.class_names)}
-        pool = [(p, index[c]) for c in self.class_names for p in train[c]]
+        pool = [(k, index[c]) for c in self.class_names for k in train[c]]
 
-        test_dir = self._require_split_dir("test")
-        test_classes = scan_class_folders(test_dir)
+        test_classes = self.scan("test", required=True)
         unknown = [c for c in test_classes if c not in train]
         if unknown:
             raise TransferlabError(
-                f"Test classes {unknown} in {test_dir} have no folder in {train_dir}; "
-                f"add them to train/ or remove them from test/ (train has {list(train)})."
+                f"Test classes {unknown} in {self.where('test')} are not in {self.where('train')}; "
+                f"add them to train or remove them from test (train has {list(train)})."
             )
-        test = [(p, index[c]) for c in self.class_names for p in test_classes.get(c, [])]
+        test = [(k, index[c]) for c in self.class_names for k in test_classes.get(c, [])]
 
-        val_dir = self.root / "val"
-        if val_dir.is_dir():
-            val_classes = scan_class_folders(val_dir)
-            val = [(p, index[c]) for c in self.class_names for p in val_classes.get(c, [])]
+        val_classes = self.scan("val", required=False)
+        if val_classes is not None:
+            val = [(k, index[c]) for c in self.class_names for k in val_classes.get(c, [])]
         else:
             pool, val = self._stratified_split(pool)
         train_samples = self._subsample(pool)
-        self._digests = read_images([p for p, _ in train_samples + val + test], verify=self.verify)
+        self._digests = self.digests([k for k, _ in train_samples + val + test])
         self.splits = {"train": train_samples, "val": val, "test": test}
         log.info(
             "Data %s: %d classes, train %d, val %d, test %d images",
@@ -191,6 +178,28 @@ class ImageFolderDataModule(pl.LightningDataModule):
             len(val),
             len(test),
         )
+
+    # The image source: image folders here; other formats (Hugging Face datasets) override these four.
+    def scan(self, split: str, required: bool) -> dict[str, list[Any]] | None:
+        """Class name -> image keys of `split` (None when an optional split is absent)."""
+        if not required and not (self.root / split).is_dir():
+            return None
+        return scan_class_folders(self._require_split_dir(split))
+
+    def where(self, split: str) -> str:
+        """Where a split lives, for messages."""
+        return str(self.root / split)
+
+    def read(self, key: Any) -> Image.Image:
+        return read_file(key)
+
+    def digests(self, keys: list[Any]) -> dict[Any, bytes]:
+        """A digest per image (content, or size and mtime), from the manifest: only changes are read."""
+        return self.manifest.digests(keys, self.verify, self.hash)
+
+    def relative(self, key: Any) -> str:
+        """The key as it enters the split hash (independent of where the dataset is mounted)."""
+        return str(Path(key).relative_to(self.root))
 
     def _require_split_dir(self, split: str) -> Path:
         if not self.root.is_dir():
@@ -206,7 +215,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         return path
 
-    def _select_classes(self, available: list[str], train_dir: Path) -> list[str]:
+    def _select_classes(self, available: list[str], train_dir: str) -> list[str]:
         if self.requested_classes is None:
             return available
         missing = [c for c in self.requested_classes if c not in available]
@@ -263,7 +272,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str, augment: bool = True) -> ImageDataset:
         self.setup()
-        return ImageDataset(self.splits[split], self.transform(split, augment))
+        return ImageDataset(self.splits[split], self.transform(split, augment), self.read)
 
     def _loader(self, split: str, shuffle: bool, augment: bool = True) -> DataLoader:
         return make_loader(
@@ -292,12 +301,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return self._loader(split, shuffle=False, augment=False)
 
     def split_hash(self, split: str) -> str:
-        """sha256 over the split's file list (relative paths), labels and file contents."""
-        digest = hashlib.sha256()
-        for path, label in self.splits[split]:
-            digest.update(f"{path.relative_to(self.root)}|{label}|".encode())
-            digest.update(self._digests[path])
-        return digest.hexdigest()
+        """sha256 over the split's file list (relative paths), labels and file contents (or size and
+        mtime with dataset.hash=stat); computed once per split."""
+        if split not in self._split_hashes:
+            digest = hashlib.sha256()
+            for key, label in self.splits[split]:
+                digest.update(f"{self.relative(key)}|{label}|".encode())
+                digest.update(self._digests[key])
+            self._split_hashes[split] = digest.hexdigest()
+        return self._split_hashes[split]
 
     def describe(self) -> dict[str, Any]:
         """What the results record about the data."""
@@ -310,6 +322,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             "image_size": self.image_size,
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
             "augment": self.augment.__dict__ | {"zoom": list(self.augment.zoom)},
+            "hash": self.hash,
+            "verify": self.verify,
         }
 
 

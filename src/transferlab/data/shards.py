@@ -1,0 +1,265 @@
+"""WebDataset shards (`dataset=webdataset`): data larger than one disk, streamed from local paths or any
+URL webdataset opens (http(s), s3 through `pipe:`, ...).
+
+`transferlab-pack ROOT OUT --shard-size N` turns a seed-layout folder into tar shards plus `index.json`
+(classes in the image-folder order; per sample its key, class, shard, original relative path and
+content sha256). The index lets class subsets, `samples_per_class`, the seeded validation split and the
+split hashes run through the image-folder module's own code; the shards are then streamed, keeping the
+selected keys, with a per-epoch seeded shuffle. Under DDP each rank streams its own shards and every
+rank trains the same number of samples per epoch; evaluation scores each sample exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import random
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from transferlab.data.image_folder import ImageFolderDataModule, read_file, scan_class_folders
+from transferlab.data.loaders import distributed, resume_position
+from transferlab.errors import TransferlabError
+
+INDEX = "index.json"
+SHUFFLE_BUFFER = 256
+
+
+class ShardDataModule(ImageFolderDataModule):
+    """Images from WebDataset shards written by `transferlab-pack` (`urls`: their folder or base URL)."""
+
+    def __init__(self, urls: str, **kwargs: Any):
+        super().__init__(**{**kwargs, "root": str(urls)})
+        self.urls = str(urls).rstrip("/")
+        self.index: dict[str, Any] = {}
+        self._by_key: dict[str, dict[str, Any]] = {}
+
+    def prepare_root(self) -> None:
+        import webdataset as wds
+
+        try:
+            with wds.gopen(f"{self.urls}/{INDEX}") as f:
+                self.index = json.load(f)
+        except Exception as exc:
+            raise TransferlabError(
+                f"dataset.urls={self.urls}: cannot read {INDEX} ({type(exc).__name__}: {exc}); point it at the "
+                "output folder (or base URL) of transferlab-pack."
+            ) from None
+        self._by_key = {s["key"]: s for samples in self.index["splits"].values() for s in samples}
+
+    def scan(self, split: str, required: bool) -> dict[str, list[Any]] | None:
+        samples = self.index["splits"].get(split)
+        if samples is None:
+            if required:
+                raise TransferlabError(
+                    f"dataset.urls={self.urls} has no {split} shards (transferlab-pack wrote {list(self.index['splits'])})."
+                )
+            return None
+        out: dict[str, list[str]] = {}
+        for s in samples:
+            out.setdefault(s["class"], []).append(s["key"])
+        return {c: out[c] for c in self.index["classes"] if c in out}
+
+    def where(self, split: str) -> str:
+        return f"the {split} shards of {self.urls}"
+
+    def digests(self, keys: list[Any]) -> dict[Any, bytes]:
+        return {k: bytes.fromhex(self._by_key[k]["sha256"]) for k in keys}
+
+    def relative(self, key: Any) -> str:
+        return self._by_key[key]["path"]  # as the image folder names it: the same files hash the same
+
+    def dataset(self, split: str, augment: bool = True) -> ShardStream:
+        self.setup()
+        wanted = dict(self.splits[split])  # key -> label
+        source = "train" if split == "val" and "val" not in self.index["splits"] else split
+        shards = sorted({self._by_key[k]["shard"] for k in wanted})
+        return ShardStream(
+            urls=[f"{self.urls}/{self.index['shards'][source][i]}" for i in shards],
+            counts=[sum(1 for k in wanted if self._by_key[k]["shard"] == i) for i in shards],
+            wanted=wanted,
+            transform=self.transform(split, augment),
+            seed=self.seed,
+            shuffle=split == "train" and augment,
+        )
+
+    def _loader(self, split: str, shuffle: bool, augment: bool = True) -> DataLoader:
+        stream = self.dataset(split, augment and shuffle)
+        if shuffle:
+            epoch, done = resume_position(self.trainer)
+            stream.set_epoch(epoch)
+            stream.skip = done * self.batch_size
+        return DataLoader(
+            stream,
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            multiprocessing_context=self.multiprocessing_context,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "format": "webdataset", "urls": self.urls}
+
+
+class ShardStream(IterableDataset):
+    """The selected samples of some shards, streamed. Training: shard order and a shuffle buffer seeded
+    by (seed, epoch), and under DDP the same number of samples on every rank (the smallest rank's);
+    evaluation: in order, each sample on exactly one rank."""
+
+    def __init__(self, urls, counts, wanted, transform, seed: int, shuffle: bool):
+        self.urls, self.counts, self.wanted = list(urls), list(counts), wanted
+        self.transform, self.seed, self.shuffle = transform, int(seed), shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _mine(self) -> list[int]:
+        """Shard positions this rank and this DataLoader worker read."""
+        rank, world = distributed()
+        order = list(range(len(self.urls)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        mine = order[rank::world]
+        worker = get_worker_info()
+        return mine[worker.id :: worker.num_workers] if worker else mine
+
+    def __len__(self) -> int:
+        rank, world = distributed()
+        if world == 1:
+            return sum(self.counts)
+        if self.shuffle:
+            return self._per_rank()
+        return sum(self.counts[i] for i in range(len(self.urls))[rank::world])
+
+    def _per_rank(self) -> int:
+        """Training under DDP: every rank the same number of samples (DDP needs equal steps)."""
+        _, world = distributed()
+        order = list(range(len(self.urls)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return min(sum(self.counts[i] for i in order[r::world]) for r in range(world))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        import webdataset as wds
+
+        rng = random.Random(self.seed * 1_000_003 + self.epoch + 1)
+        limit = self._per_rank() if self.shuffle and distributed()[1] > 1 else math.inf
+        skip, self.skip = self.skip, 0
+        produced = 0
+        buffer: list[tuple[Any, int]] = []
+        for i in self._mine():
+            for sample in wds.WebDataset(self.urls[i], shardshuffle=False, empty_check=False):
+                label = self.wanted.get(sample["__key__"])
+                if label is None:
+                    continue
+                image_bytes = next(v for k, v in sample.items() if not k.startswith("__") and k != "cls")
+                item = (image_bytes, label)
+                if not self.shuffle:
+                    yield self._decode(item)
+                    continue
+                buffer.append(item)
+                if len(buffer) >= SHUFFLE_BUFFER:
+                    produced, done = yield from self._emit(
+                        buffer.pop(rng.randrange(len(buffer))), produced, skip, limit
+                    )
+                    if done:
+                        return
+        rng.shuffle(buffer)
+        for item in buffer:
+            produced, done = yield from self._emit(item, produced, skip, limit)
+            if done:
+                return
+
+    def _emit(self, item, produced: int, skip: int, limit: float):
+        produced += 1
+        if produced > limit:
+            return produced, True
+        if produced > skip:
+            yield self._decode(item)
+        return produced, False
+
+    def _decode(self, item: tuple[bytes, int]) -> tuple[torch.Tensor, int]:
+        data, label = item
+        with Image.open(io.BytesIO(data)) as image:
+            return self.transform(image.convert("RGB")), label
+
+
+# ------------------------------------------------------------------------------------------ packing
+def pack(root: str | Path, out: str | Path, shard_size: int = 1000) -> dict[str, Any]:
+    """Write the seed-layout folder `root` as tar shards of `shard_size` samples plus `index.json`."""
+    import hashlib
+
+    root, out = Path(root), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {"classes": [], "splits": {}, "shards": {}}
+    train_classes = list(scan_class_folders(root / "train"))
+    index["classes"] = train_classes
+    for split in ("train", "val", "test"):
+        if not (root / split).is_dir():
+            continue
+        files = scan_class_folders(root / split)
+        items = [(c, p) for c in train_classes for p in files.get(c, [])]
+        samples, names = [], []
+        for start in range(0, len(items), shard_size):
+            name = f"{split}-{start // shard_size:06d}.tar"
+            names.append(name)
+            with tarfile.open(out / name, "w") as tar:
+                for cls, path in items[start : start + shard_size]:
+                    data = path.read_bytes()
+                    read_file(path)  # a corrupt image is refused here, not in the middle of training
+                    key = f"{split}/{cls}/{path.stem}".replace(".", "_")
+                    _add(tar, f"{key}{path.suffix.lower()}", data)
+                    _add(tar, f"{key}.cls", str(train_classes.index(cls)).encode())
+                    samples.append(
+                        {
+                            "key": key,
+                            "class": cls,
+                            "shard": len(names) - 1,
+                            "path": str(path.relative_to(root)),
+                            "sha256": hashlib.sha256(data).hexdigest(),
+                        }
+                    )
+        index["splits"][split] = samples
+        index["shards"][split] = names
+    (out / INDEX).write_text(json.dumps(index))
+    return index
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console script `transferlab-pack`."""
+    parser = argparse.ArgumentParser(
+        prog="transferlab-pack",
+        description="Pack a ROOT/{train,val,test}/<class>/* folder into WebDataset shards.",
+    )
+    parser.add_argument("root", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard")
+    args = parser.parse_args(argv)
+    try:
+        index = pack(args.root, args.out, args.shard_size)
+    except TransferlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    shards = sum(len(v) for v in index["shards"].values())
+    print(f"Wrote {shards} shards and {INDEX} to {args.out} ({len(index['classes'])} classes).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Data at scale: the manifest (no re-reading), WebDataset shards and Hugging Face datasets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from transferlab.data import shards
+from transferlab.data.hf import HFDataModule
+from transferlab.data.image_folder import ImageFolderDataModule
+from transferlab.data.shards import ShardDataModule, pack
+from transferlab.errors import TransferlabError
+
+from .conftest import write_image_folder
+
+OPENS: list[str] = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], str) and args[0].endswith(".png"):
+        OPENS.append(args[0])
+
+
+sys.addaudithook(_audit)  # counts every open() of an image file in this process
+
+
+def folder_module(root: Path, cache: Path, **kwargs) -> ImageFolderDataModule:
+    return ImageFolderDataModule(
+        root=str(root), manifest_dir=str(cache), image_size=16, num_workers=0, **kwargs
+    )
+
+
+def test_a_warm_manifest_reads_no_image(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    cold = folder_module(root, tmp_path / "manifests")
+    OPENS.clear()
+    cold.setup()
+    assert len(OPENS) == 36 + 12  # every selected image read once: hashed and verified together
+    OPENS.clear()
+    warm = folder_module(root, tmp_path / "manifests")
+    warm.setup()
+    assert OPENS == [] and warm.manifest.read == 0  # a stat per file, nothing opened
+    assert warm.split_hash("train") == cold.split_hash("train")
+    stat_only = folder_module(root, tmp_path / "other", hash="stat", verify="none")
+    OPENS.clear()
+    stat_only.setup()
+    assert OPENS == []  # hash=stat with verify=none never opens the data, even cold
+    assert stat_only.describe()["hash"] == "stat"
+
+
+def test_an_edited_file_is_read_again_and_changes_the_data_hash(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    before = folder_module(root, tmp_path / "m")
+    before.setup()
+    edited = root / "train" / "cat" / "cat_000.png"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(edited)
+    os.utime(edited, ns=(10**18, 10**18))
+    after = folder_module(root, tmp_path / "m")
+    OPENS.clear()
+    after.setup()
+    assert OPENS == [str(edited)]  # only the changed file
+    (split,) = [s for s, samples in after.splits.items() if edited in dict(samples)]
+    assert after.split_hash(split) != before.split_hash(split)
+    assert after.split_hash("test") == before.split_hash("test")
+
+
+def test_a_truncated_image_added_after_the_manifest_is_caught(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    folder_module(root, tmp_path / "m").setup()
+    good = (root / "train" / "dog" / "dog_000.png").read_bytes()
+    (root / "train" / "dog" / "late.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(TransferlabError, match=r"Corrupt image .*late\.png"):
+        folder_module(root, tmp_path / "m").setup()
+
+
+def pixels(dataset) -> Counter:
+    return Counter((hashlib.sha256(x.numpy().tobytes()).hexdigest(), y) for x, y in dataset)
+
+
+def test_packed_shards_hold_the_same_images_and_labels_as_the_folder(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=7)
+    pack(root, tmp_path / "shards", shard_size=5)
+    folder = folder_module(root, tmp_path / "m", val_fraction=0.25)
+    streamed = ShardDataModule(urls=str(tmp_path / "shards"), image_size=16, num_workers=0, val_fraction=0.25)
+    folder.setup()
+    streamed.setup()
+    assert streamed.class_names == folder.class_names
+    for split in ("train", "val", "test"):
+        assert streamed.split_hash(split) == folder.split_hash(split)  # same files, same split
+        assert pixels(streamed.dataset(split, augment=False)) == pixels(folder.dataset(split, augment=False))
+
+
+def test_two_ranks_over_shards_see_every_sample_once(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "images", per_class=9, test_per_class=7)
+    pack(root, tmp_path / "shards", shard_size=4)
+    module = ShardDataModule(urls=str(tmp_path / "shards"), image_size=16, num_workers=0)
+    module.setup()
+    seen: Counter = Counter()
+    trained = []
+    for rank in (0, 1):
+        monkeypatch.setattr(shards, "distributed", lambda rank=rank: (rank, 2))
+        test = module.dataset("test", augment=False)
+        seen.update(hashlib.sha256(x.numpy().tobytes()).hexdigest() for x, _ in test)
+        assert len(test) == len(list(test))
+        trained.append(len(list(module.dataset("train"))))
+    assert sum(seen.values()) == len(module.splits["test"]) == 21 and max(seen.values()) == 1
+    assert trained[0] == trained[1] > 0  # DDP: every rank trains the same number of samples
+
+
+def test_shards_mistakes_are_named(tmp_path):
+    with pytest.raises(TransferlabError, match="cannot read index.json"):
+        ShardDataModule(urls=str(tmp_path / "nowhere")).setup()
+
+
+def test_hf_local_imagefolder_matches_the_image_folder_split(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=8)
+    folder = folder_module(
+        root, tmp_path / "m", val_fraction=0.25, samples_per_class=4, classes=["fox", "cat"]
+    )
+    hf = HFDataModule(
+        path=str(root), hf_cache_dir=str(tmp_path / "hf"), image_size=16, num_workers=0,
+        val_fraction=0.25, samples_per_class=4, classes=["fox", "cat"],
+    )  # fmt: skip
+    folder.setup()
+    hf.setup()
+    assert hf.class_names == folder.class_names == ["fox", "cat"]
+    for split in ("train", "val", "test"):
+        assert sorted(hf.relative(k) for k, _ in hf.splits[split]) == sorted(
+            folder.relative(k) for k, _ in folder.splits[split]
+        )
+    assert pixels(hf.dataset("test", augment=False)) == pixels(folder.dataset("test", augment=False))
+    with pytest.raises(
+        TransferlabError, match="dataset.label_key=labels: no such column.*Did you mean label"
+    ):
+        HFDataModule(path=str(root), hf_cache_dir=str(tmp_path / "hf"), label_key="labels").setup()
