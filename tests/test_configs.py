@@ -50,8 +50,15 @@ def test_groups_exist():
 
 
 @pytest.mark.parametrize("name", options("dataset"))
-def test_dataset_options(make_cfg, image_folder, name):
-    extra = [f"dataset.root={image_folder}"] if name == "image_folder" else []
+def test_dataset_options(make_cfg, image_folder, tmp_path, name):
+    from transferlab.data.shards import pack
+
+    pack(image_folder, tmp_path / "shards", shard_size=10)
+    extra = {
+        "image_folder": [f"dataset.root={image_folder}"],
+        "hf": [f"dataset.path={image_folder}"],
+        "webdataset": [f"dataset.urls={tmp_path / 'shards'}"],
+    }.get(name, [])
     cfg = make_cfg(f"dataset={name}", *extra)
     dm = instantiate(cfg.dataset, data_config={"mean": (0.5,) * 3, "std": (0.5,) * 3}, _convert_="all")
     assert isinstance(dm, ImageFolderDataModule)

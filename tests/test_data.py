@@ -44,9 +44,9 @@ def test_classes_subset_and_samples_per_class(image_folder):
     assert module.class_names == ["fox", "cat"]
     labels = sorted(y for _, y in module.splits["train"])
     assert labels == [0, 0, 0, 1, 1, 1]
-    fox_files = {p.parent.name for p, y in module.splits["train"] if y == 0}
+    fox_files = {Path(p).parent.name for p, y in module.splits["train"] if y == 0}
     assert fox_files == {"fox"}
-    assert {p.parent.name for p, _ in module.splits["test"]} == {"fox", "cat"}
+    assert {Path(p).parent.name for p, _ in module.splits["test"]} == {"fox", "cat"}
 
 
 def test_batches_are_rgb_and_normalized(tmp_path):

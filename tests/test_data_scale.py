@@ -65,7 +65,7 @@ def test_an_edited_file_is_read_again_and_changes_the_data_hash(tmp_path):
     OPENS.clear()
     after.setup()
     assert OPENS == [str(edited)]  # only the changed file
-    (split,) = [s for s, samples in after.splits.items() if edited in dict(samples)]
+    (split,) = [s for s, samples in after.splits.items() if str(edited) in dict(samples)]
     assert after.split_hash(split) != before.split_hash(split)
     assert after.split_hash("test") == before.split_hash("test")
 

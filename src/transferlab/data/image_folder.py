@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,22 +64,37 @@ def _worker_context(requested: str | None) -> str | None:
     return requested
 
 
-def scan_class_folders(split_dir: Path) -> dict[str, list[Path]]:
-    """Class name -> sorted image files of one split directory; empty class folders are an error."""
-    classes = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+def scan_class_folders(split_dir: Path) -> dict[str, list[str]]:
+    """Class name -> sorted image file paths of one split directory (subfolders included); an empty
+    class folder is an error. One `scandir` per folder: no per-file system call."""
+    with os.scandir(split_dir) as entries:
+        classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise TransferlabError(
             f"{split_dir} has no class folders; expected {split_dir}/<class>/<image> (one folder per class)."
         )
     found = {}
-    for d in classes:
-        files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
+    for name in classes:
+        files = sorted(_image_files(os.path.join(split_dir, name)))
         if not files:
             raise TransferlabError(
-                f"Class folder {d} has no images ({', '.join(IMG_EXTENSIONS)}); add images or remove the folder."
+                f"Class folder {split_dir / name} has no images ({', '.join(IMG_EXTENSIONS)}); add images or "
+                "remove the folder."
             )
-        found[d.name] = files
+        found[name] = files
     return found
+
+
+def _image_files(directory: str) -> list[str]:
+    files, folders = [], [directory]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif entry.name.lower().endswith(IMG_EXTENSIONS) and entry.is_file():
+                    files.append(entry.path)
+    return files
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
@@ -114,6 +130,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.root = Path(str(root)).expanduser()
+        if self.root.exists():
+            self.root = self.root.resolve()  # file keys are absolute: the manifest finds them without relpath
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
@@ -199,7 +217,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def relative(self, key: Any) -> str:
         """The key as it enters the split hash (independent of where the dataset is mounted)."""
-        return str(Path(key).relative_to(self.root))
+        return key[len(str(self.root)) + 1 :]
 
     def _require_split_dir(self, split: str) -> Path:
         if not self.root.is_dir():

@@ -51,6 +51,7 @@ class Manifest:
     def __init__(self, root: Path, cache_dir: str | os.PathLike | None):
         """`cache_dir` None: nothing is remembered (every setup reads what it needs)."""
         self.root = Path(root).resolve()
+        self._prefix = str(self.root) + os.sep
         name = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         self.path = Path(cache_dir) / f"{self.root.name}-{name}.tsv" if cache_dir else None
         self.lock = FileLock(str(self.path) + ".lock") if self.path else contextlib.nullcontext()
@@ -82,14 +83,16 @@ class Manifest:
             out[f] = bytes.fromhex(entry.sha256) if hash == "content" else _stat_digest(entry)
         return out
 
-    def _key(self, path: Path) -> str:
-        return os.path.relpath(path, self.root)
+    def _key(self, path: str | Path) -> str:
+        path = str(path)
+        prefix = self._prefix
+        return path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, self.root)
 
     def _inspect(self, files: list[Path], stats: dict, level: int, hash: str) -> list[Entry]:
-        def one(path: Path) -> Entry:
+        def one(path: str | Path) -> Entry:
             st = stats[path]
             read = hash == "content" or level == VERIFY_LEVELS["full"]
-            data = path.read_bytes() if read else None
+            data = Path(path).read_bytes() if read else None
             _verify(path, data, level)
             sha = hashlib.sha256(data).hexdigest() if hash == "content" and data is not None else ""
             return Entry(st.st_size, st.st_mtime_ns, sha, level)

@@ -215,7 +215,8 @@ def pack(root: str | Path, out: str | Path, shard_size: int = 1000) -> dict[str,
             name = f"{split}-{start // shard_size:06d}.tar"
             names.append(name)
             with tarfile.open(out / name, "w") as tar:
-                for cls, path in items[start : start + shard_size]:
+                for cls, file in items[start : start + shard_size]:
+                    path = Path(file)
                     data = path.read_bytes()
                     read_file(path)  # a corrupt image is refused here, not in the middle of training
                     key = f"{split}/{cls}/{path.stem}".replace(".", "_")
