@@ -138,7 +138,7 @@ def main() -> None:
         "webdataset": [],
         "hf": [],
     }
-    for i in range(args.repeats):
+    for _ in range(args.repeats):
         shutil.rmtree(work / "manifests", ignore_errors=True)
         results["cold"].append(run_arm("transferlab", root, work))  # no manifest yet
         for kind in ("torchvision", "transferlab", "webdataset", "hf"):  # warm transferlab: manifest present
