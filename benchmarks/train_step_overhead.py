@@ -2,7 +2,8 @@
 
 Both train the same backbone + head (full fine-tuning, AdamW, same batches held in memory) for the
 same number of steps; transferlab runs through TransferModule and a real Lightning Trainer (metrics,
-logging, strategy gates). Prints JSON with both times, steps per second and the ratio.
+logging, strategy gates). The two arms alternate (plain, transferlab, plain, ...) after a warm-up round,
+`--repeats` times; prints JSON with both times and the per-repeat ratio as median with min-max.
 
     .venv/bin/python -m benchmarks.train_step_overhead [--backbone resnet18] [--steps 60]
 """
@@ -16,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import emit
+from benchmarks.common import emit, interleaved, ratio, spread
 from transferlab.backbones import create_backbone
 from transferlab.module import TransferModule
 from transferlab.strategies import Full
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     n = args.batch_size * 20
@@ -49,25 +51,29 @@ def main() -> None:
 
     backbone = create_backbone(args.backbone, image_size=args.image_size)
     head = torch.nn.Linear(backbone.num_features, 10)
-    plain_loop(backbone, head, loader, 1)  # warm-up (allocator, kernels)
-    plain_s = plain_loop(backbone, head, loader, epochs)
 
-    module = TransferModule(
-        create_backbone(args.backbone, image_size=args.image_size), Full(), num_classes=10
+    def transferlab_run() -> float:
+        module = TransferModule(
+            create_backbone(args.backbone, image_size=args.image_size), Full(), num_classes=10
+        )
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader)
+        return time.perf_counter() - start
+
+    runs = interleaved(
+        {"plain": lambda: plain_loop(backbone, head, loader, epochs), "transferlab": transferlab_run},
+        repeats=args.repeats,
     )
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
-    lightning_s = time.perf_counter() - start
     steps = epochs * len(loader)
     emit(
         {
@@ -76,11 +82,10 @@ def main() -> None:
             "image_size": args.image_size,
             "batch_size": args.batch_size,
             "steps": steps,
-            "plain_torch_seconds": round(plain_s, 3),
-            "transferlab_seconds": round(lightning_s, 3),
-            "plain_steps_per_second": round(steps / plain_s, 2),
-            "transferlab_steps_per_second": round(steps / lightning_s, 2),
-            "ratio_transferlab_over_plain": round(lightning_s / plain_s, 3),
+            "repeats": args.repeats,
+            "plain_torch_seconds": spread(runs["plain"]),
+            "transferlab_seconds": spread(runs["transferlab"]),
+            "ratio_transferlab_over_plain": ratio(runs["transferlab"], runs["plain"]),
         }
     )
 

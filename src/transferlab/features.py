@@ -1,4 +1,5 @@
-"""Frozen-backbone feature cache for feature extraction (linear probe)."""
+"""On-disk caches of what a frozen part of the backbone computes: the features of a frozen backbone
+(linear probe, k-NN) or the activations at the boundary of a frozen prefix (partial fine-tuning)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ CACHE_FORMAT = 1
 
 
 class CachedFeatures(pl.LightningDataModule):
-    """Serves (features, label) batches computed once by the frozen backbone.
+    """Serves (features, label) batches computed once by the frozen backbone (or by `compute`, e.g. a
+    frozen prefix, named by `kind`).
 
-    Each split's cache file is keyed by the backbone (name, kwargs, weights sha256), the split's
-    file-list-and-contents hash and the evaluation transform, so a stale cache is never used.
+    Each split's cache file is keyed by the backbone (name, kwargs, weights sha256), what is cached
+    (`kind`), the split's file-list-and-contents hash and the evaluation transform, so a stale cache is
+    never used. Each file carries a checksum: one damaged outside our atomic writes is rebuilt. A
+    cache directory that cannot be written (read-only, full) only costs the caching, with a warning.
     """
 
     def __init__(
@@ -35,12 +39,16 @@ class CachedFeatures(pl.LightningDataModule):
         backbone: Backbone,
         cache_dir: str | Path,
         device: str = "cpu",
+        compute=None,
+        kind: str = "features",
     ):
         super().__init__()
         self.datamodule = datamodule
         self.backbone = backbone
         self.cache_dir = Path(cache_dir)
         self.device = device
+        self.compute = compute or backbone
+        self.kind = kind
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.hits: list[str] = []
         self.misses: list[str] = []
@@ -52,6 +60,7 @@ class CachedFeatures(pl.LightningDataModule):
             "backbone": self.backbone.name,
             "kwargs": self.backbone.kwargs,
             "weights": self._weights_sha256,
+            "kind": self.kind,
             "split": split,
             "data": dm.split_hash(split),
             "classes": dm.class_names,
@@ -70,15 +79,30 @@ class CachedFeatures(pl.LightningDataModule):
     def _load_or_compute(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         path = self.cache_dir / f"{split}-{self.key(split)}.pt"
         if path.is_file():
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            self.hits.append(split)
-            log.info("Feature cache hit: %s (%s)", split, path.name)
-            return data["features"], data["labels"]
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=True)
+                if data.get("sha256") != _checksum(data["features"], data["labels"]):
+                    raise ValueError("checksum mismatch")
+                self.hits.append(split)
+                log.info("%s cache hit: %s (%s)", self.kind, split, path.name)
+                return data["features"], data["labels"]
+            except Exception as exc:
+                log.warning(
+                    "%s cache file %s is damaged (%s): computing it again.", self.kind, path, str(exc)[:80]
+                )
         features, labels = self._compute(split)
-        with atomic_open(path) as f:
-            torch.save({"features": features, "labels": labels}, f)
+        try:
+            with atomic_open(path) as f:
+                torch.save({"features": features, "labels": labels, "sha256": _checksum(features, labels)}, f)
+        except OSError as exc:  # read-only or full: caching is an optimization, never a failure
+            log.warning(
+                "Cannot write the %s cache in %s (%s): continuing without it.",
+                self.kind,
+                self.cache_dir,
+                exc.strerror or exc,
+            )
         self.misses.append(split)
-        log.info("Feature cache miss: computed %s features %s -> %s", split, tuple(features.shape), path.name)
+        log.info("%s cache miss: computed %s %s -> %s", self.kind, split, tuple(features.shape), path.name)
         return features, labels
 
     @torch.no_grad()
@@ -94,7 +118,7 @@ class CachedFeatures(pl.LightningDataModule):
         features, labels = [], []
         try:
             for x, y in self.datamodule.eval_dataloader(split):
-                features.append(self.backbone(x.to(self.device)).float().cpu())
+                features.append(self.compute(x.to(self.device)).float().cpu())
                 labels.append(y)
         finally:
             self.backbone.train(was_training).to(original)
@@ -121,3 +145,10 @@ class CachedFeatures(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def _checksum(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()

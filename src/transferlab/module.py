@@ -174,6 +174,13 @@ class TransferModule(pl.LightningModule):
             "gated": self.strategy.gated,
         }
 
+    def replace_head(self, head: nn.Module) -> None:
+        """Use a head fitted outside the training loop (an L-BFGS probe's Linear, a k-NN)."""
+        if isinstance(head, nn.Linear):
+            self.head[-1] = head
+        else:
+            self.head = head
+
     def extra_epoch_metrics(self) -> dict[str, float]:
         """More training metrics for the epoch's row (subclasses: e.g. the source task's accuracy)."""
         return {}

@@ -44,7 +44,9 @@ from transferlab.forgetting import HEAD_FILE, SourceTask, accuracy, export_head
 from transferlab.loggers import build_loggers, finish_wandb, log_config, remember_wandb_id
 from transferlab.module import TransferModule
 from transferlab.multitask import JointDataModule, MultiTaskModule, build_source_datamodule
+from transferlab.prefix import FrozenPrefix
 from transferlab.pretrain import SOURCE, ensure_source
+from transferlab.probe import KNNHead, fit_linear_head
 from transferlab.regularizers import Regularizer
 from transferlab.results import (
     RESULTS_FILE,
@@ -113,6 +115,7 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         source_task = SourceTask.of(backbone.weights, backbone, datamodule.image_size)
         source_before = source_task.score(backbone) if source_task else None
         fit_data = _maybe_cache_features(cfg, strategy, module, datamodule, record)
+        prefix, fit_data = _maybe_cache_prefix(cfg, strategy, module, fit_data, record)
         if source_data is not None:
             fit_data = JointDataModule(datamodule, source_data, strategy.mode)
         check_disk_space(out, module, reserve_mb=float(cfg.paths.get("disk_reserve_mb") or 0))
@@ -122,7 +125,11 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         log_config(trainer, cfg)
         remember_wandb_id(trainer, out, record)
         started = time.perf_counter()
-        trainer.fit(module, datamodule=fit_data, ckpt_path=plan.checkpoint)
+        if strategy.head_solver in ("lbfgs", "knn"):  # fitted outright on the cached features
+            record["probe"] = fit_head_directly(module, fit_data, strategy)
+            trainer.validate(module, datamodule=fit_data, verbose=False)
+        else:
+            trainer.fit(module, datamodule=fit_data, ckpt_path=plan.checkpoint)
         record["train_seconds"] = round(time.perf_counter() - started, 3)
         crash_point("after_fit")
         record["trainable_params"], record["total_params"] = module.parameter_counts()
@@ -135,6 +142,8 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
             trainer.test(module, datamodule=fit_data, ckpt_path=best, verbose=False)
             fit_metrics.update(_metrics(trainer, ("test/",)))
             record["test_samples"] = int(fit_metrics.pop("test/samples"))
+        if prefix is not None:
+            prefix.restore()  # the whole network again, for what follows and the export
         if source_task is not None:  # what transfer cost the source task
             fit_metrics.update(
                 {"source/acc_before": source_before, "source/acc_after": source_task.score(backbone)}
@@ -146,7 +155,8 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         record["metrics"] = dict(sorted(fit_metrics.items()))
         record["epochs"] = trainer.current_epoch
         if trainer.is_global_zero:
-            export_head(module.head, out)
+            if strategy.head_solver != "knn":  # a k-NN has no head to export
+                export_head(module.head, out)
             record["export"] = export_backbone(
                 strategy.export_model(backbone), out, _export_meta(cfg, backbone, datamodule, record)
             )
@@ -379,16 +389,24 @@ def _build_datamodule(cfg: DictConfig, backbone: Backbone) -> ImageFolderDataMod
 
 
 def _maybe_cache_features(cfg, strategy, module, datamodule, record) -> pl.LightningDataModule:
-    cache = getattr(strategy, "cache_features", None)
-    if not hasattr(strategy, "cache_features"):
+    if not strategy.caches_features:
         return datamodule
+    cache = strategy.cache_features
     augment_on = datamodule.augment.active
+    if strategy.head_solver in ("lbfgs", "knn") and augment_on:
+        raise TransferlabError(
+            f"strategy.head_solver={strategy.head_solver} fits the head once on fixed features, but training "
+            "augmentation is on (dataset.augment): the features would change every epoch. Set "
+            "dataset.augment.enabled=false, or strategy.head_solver=sgd to train the head with augmentation."
+        )
     if cache is None:
-        cache = not augment_on
+        cache = not augment_on or strategy.head_solver == "knn"
     elif cache and augment_on:
         log.warning(
             "strategy.cache_features=true: training augmentation is ignored (features are cached once)."
         )
+    if strategy.head_solver is None:
+        strategy.head_solver = "lbfgs" if cache else "sgd"
     record["feature_cache"] = {"enabled": bool(cache)}
     if not cache:
         return datamodule
@@ -401,6 +419,67 @@ def _maybe_cache_features(cfg, strategy, module, datamodule, record) -> pl.Light
     module.use_cached_features = True
     record["feature_cache"].update(hits=cached.hits, misses=cached.misses, dir=str(cached.cache_dir))
     return cached
+
+
+def fit_head_directly(module: TransferModule, features: CachedFeatures, strategy) -> dict[str, Any]:
+    """The head of an L-BFGS probe or a k-NN, fitted on the cached features (no training loop)."""
+    train, val = features.tensors["train"], features.tensors["val"]
+    if strategy.head_solver == "knn":
+        module.replace_head(
+            KNNHead(*train, module.num_classes, k=strategy.k, temperature=strategy.temperature)
+        )
+        return {"solver": "knn", "k": strategy.k, "temperature": strategy.temperature, "bank": len(train[1])}
+    head, fit = fit_linear_head(train, val, module.num_classes)
+    module.replace_head(head)
+    log.info("L-BFGS probe: L2 %g chosen on validation (val/acc per L2: %s).", fit.l2, fit.val_acc)
+    return vars(fit)
+
+
+def _maybe_cache_prefix(cfg, strategy, module, datamodule, record):
+    """Cache the frozen prefix's activations for partial fine-tuning when that is exact; the log says
+    when it is used and why not."""
+    if getattr(strategy, "cache_prefix", False) is False:
+        return None, datamodule
+    why_not = None
+    if strategy.train_bn:
+        why_not = "frozen BatchNorm layers train (strategy.train_bn=true)"
+    elif getattr(datamodule, "augment", None) is None or datamodule.augment.active:
+        why_not = "training augmentation is on"
+    elif module.regularizer is not None:
+        why_not = f"regularizer={module.regularizer.name} needs the whole network each step"
+    prefix = FrozenPrefix(module.backbone.model, module._frozen_ids) if why_not is None else None
+    if prefix is not None and prefix.boundary is None:
+        why_not = "no leading stage is frozen"
+    if prefix is not None and why_not is None:
+        x, _ = next(iter(datamodule.eval_dataloader("train")))
+        if not prefix.agrees(x[:8]):
+            why_not = "the backbone's forward is not a plain sequence of its stages (results would differ)"
+    if why_not is not None:
+        log.info("Frozen-prefix cache not used: %s.", why_not)
+        record["prefix_cache"] = {"enabled": False, "why_not": why_not}
+        return None, datamodule
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    device = "cuda" if torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto") else "cpu"
+    cached = CachedFeatures(
+        datamodule,
+        module.backbone,
+        Path(cfg.paths.cache_dir).resolve() / "features",
+        device=device,
+        compute=prefix.activations,
+        kind=f"prefix:{prefix.boundary}",
+    )
+    cached.setup()
+    prefix.skip()
+    log.info(
+        "Frozen-prefix cache used: %s computed once, the model trains from there.", "+".join(prefix.names)
+    )
+    record["prefix_cache"] = {
+        "enabled": True,
+        "boundary": prefix.boundary,
+        "modules": prefix.names,
+        "hits": cached.hits,
+    }
+    return prefix, cached
 
 
 def _build_callbacks(cfg: DictConfig) -> list[pl.Callback]:

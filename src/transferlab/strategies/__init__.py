@@ -8,7 +8,7 @@ from transferlab.strategies.base import TransferStrategy
 from transferlab.strategies.lora import LoRA
 from transferlab.strategies.multitask import MultiTask
 from transferlab.strategies.scheduled import LPFT, GradualUnfreeze
-from transferlab.strategies.simple import BitFit, Full, LinearProbe, Partial, Scratch
+from transferlab.strategies.simple import KNN, BitFit, Full, LinearProbe, Partial, Scratch
 
 
 def build_strategy(conf: DictConfig) -> TransferStrategy:
@@ -17,6 +17,7 @@ def build_strategy(conf: DictConfig) -> TransferStrategy:
 
 
 __all__ = [
+    "KNN",
     "LPFT",
     "BitFit",
     "Full",

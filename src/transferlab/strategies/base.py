@@ -34,6 +34,8 @@ class TransferStrategy:
     gated = False
     random_init = False
     joint_source = False  # trains on the source task too (hard parameter sharing)
+    caches_features = False  # the backbone is fixed: its features can be computed once and cached
+    head_solver: str | None = "sgd"  # how the head is fitted: sgd (the training loop), lbfgs or knn
 
     def __init__(
         self,

@@ -13,17 +13,44 @@ class LinearProbe(TransferStrategy):
     """Feature extraction: the whole backbone is frozen and in eval mode; only the head trains.
 
     `cache_features` (None = automatic: on when training augmentation is off) computes the frozen
-    features once, caches them on disk and trains the head on the cache.
+    features once, caches them on disk and trains the head on the cache. `head_solver`: `lbfgs` fits
+    the head as linear-evaluation protocols do (logistic regression by full-batch L-BFGS on
+    standardized cached features, L2 chosen on validation); `sgd` trains it in the training loop (what
+    LP-FT continues from); None picks lbfgs when features are cached, else sgd.
     """
 
     name = "linear_probe"
+    caches_features = True
+    SOLVERS = ("lbfgs", "sgd")
 
-    def __init__(self, cache_features: bool | None = None, **kwargs: Any):
+    def __init__(self, cache_features: bool | None = None, head_solver: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.cache_features = cache_features
+        if head_solver is not None and head_solver not in self.SOLVERS:
+            raise TransferlabError(
+                f"strategy.head_solver={head_solver} is not one of {', '.join(self.SOLVERS)} (or null: automatic)."
+            )
+        self.head_solver = head_solver
 
     def trainable_stages(self, n_stages: int, epoch: int) -> set[int]:
         return set()
+
+
+class KNN(LinearProbe):
+    """A zero-training baseline: DINO's weighted k-NN on the frozen, cached features (cosine
+    similarity, the k nearest training samples vote with weight exp(sim / temperature))."""
+
+    name = "knn"
+    SOLVERS = ("knn",)
+
+    def __init__(self, k: int = 20, temperature: float = 0.07, **kwargs: Any):
+        kwargs.setdefault("head_solver", "knn")
+        super().__init__(**kwargs)
+        self.k, self.temperature = int(k), float(temperature)
+        if self.k < 1 or self.temperature <= 0:
+            raise TransferlabError(
+                f"strategy.k={self.k} must be at least 1 and strategy.temperature={self.temperature} above 0."
+            )
 
 
 class Partial(TransferStrategy):
@@ -31,9 +58,10 @@ class Partial(TransferStrategy):
 
     name = "partial"
 
-    def __init__(self, trainable_stages: int = 1, **kwargs: Any):
+    def __init__(self, trainable_stages: int = 1, cache_prefix: bool | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.k = int(trainable_stages)
+        self.cache_prefix = cache_prefix
 
     def check(self, backbone: Backbone) -> None:
         n = len(backbone.stages)
