@@ -54,7 +54,7 @@ class Manifest:
         self._prefix = str(self.root) + os.sep
         name = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         self.path = Path(cache_dir) / f"{self.root.name}-{name}.tsv" if cache_dir else None
-        self.lock = FileLock(str(self.path) + ".lock") if self.path else contextlib.nullcontext()
+        self.lock = _Lock(str(self.path) + ".lock") if self.path else contextlib.nullcontext()
         self.read = 0  # files whose bytes this manifest read (0 on a warm start)
 
     def digests(
@@ -127,11 +127,32 @@ class Manifest:
     def _save(self, entries: dict[str, Entry]) -> None:
         if self.path is None:
             return
-        with atomic_open(self.path, "w") as f:
-            f.write(FORMAT + "\n")
-            for key in sorted(entries):
-                e = entries[key]
-                f.write(f"{key}\t{e.size}\t{e.mtime_ns}\t{e.sha256}\t{e.verified}\n")
+        try:
+            with atomic_open(self.path, "w") as f:
+                f.write(FORMAT + "\n")
+                for key in sorted(entries):
+                    e = entries[key]
+                    f.write(f"{key}\t{e.size}\t{e.mtime_ns}\t{e.sha256}\t{e.verified}\n")
+        except OSError as exc:  # read-only or full: the next run reads again, nothing else is lost
+            log.warning("Cannot write the data manifest %s (%s): continuing without it.", self.path, exc.strerror or exc)
+
+
+class _Lock:
+    """`FileLock` that does without when its folder cannot be written (the manifest is then not kept)."""
+
+    def __init__(self, path: str):
+        self.lock = FileLock(path)
+
+    def __enter__(self) -> None:
+        try:
+            Path(self.lock.lock_file).parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError:
+            self.lock = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _fresh(entry: Entry | None, st: os.stat_result, level: int, hash: str) -> bool:
