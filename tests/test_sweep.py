@@ -107,7 +107,8 @@ def test_notebook_executes_on_the_sweep(tiny_sweep, monkeypatch):
 
 def test_wandb_runs_are_grouped_by_sweep_and_strategy(tiny_sweep, monkeypatch):
     from transferlab.report import build_wandb_report, wandb_groups, wandb_report
-    from transferlab.wandb_offline import read_offline_run
+
+    from .wandb_offline import read_offline_run
 
     runs = [read_offline_run(p) for p in sorted(tiny_sweep.glob("*/wandb/offline-run-*"))]
     assert len(runs) == 4 and len({r.run["id"] for r in runs}) == 4  # one run per job, never merged

@@ -43,7 +43,7 @@ def remember_wandb_id(trainer: pl.Trainer, out: Path, record: dict[str, Any]) ->
 
 def wandb_names(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:
     """Run name from the overrides; in a sweep, the group names the sweep (experiment/sweep time)."""
-    names: dict[str, Any] = {}
+    names: dict[str, Any] = {"tags": sorted({*(conf.get("tags") or []), str(cfg.strategy.name)})}
     if not conf.get("name"):
         names["name"] = run_name(cfg)
     if is_multirun() and conf.get("group") == cfg.experiment_name:
@@ -54,6 +54,89 @@ def wandb_names(cfg: DictConfig, conf: DictConfig) -> dict[str, Any]:
 def run_name(cfg: DictConfig) -> str:
     chosen = [o for o in overrides() if not o.startswith(("paths.", "hydra.", "logger."))]
     return ",".join(chosen) or f"{cfg.strategy.name}-{cfg.backbone.name}-s{cfg.seed}"
+
+
+SUMMARY_FIELDS = (
+    "status",
+    "strategy",
+    "backbone",
+    "dataset",
+    "seed",
+    "trainable_params",
+    "total_params",
+    "train_seconds",
+    "peak_memory_mb",
+    "weights_sha256",
+    "test_samples",
+)
+
+
+def report_run(trainer: pl.Trainer, record: dict[str, Any], out: Path) -> None:
+    """What the loggers show once the run is over: W&B gets its cost, hashes and final metrics in the
+    run summary, per-class accuracy and the confusion matrix as tables, and the exported backbone as
+    an artifact (offline too); TensorBoard gets the final metrics in its hparams view."""
+    for logger in trainer.loggers:
+        if isinstance(logger, pl.loggers.WandbLogger):
+            _report_wandb(logger.experiment, record, out)
+        elif isinstance(logger, pl.loggers.TensorBoardLogger):
+            final = {k: v for k, v in record.get("metrics", {}).items() if isinstance(v, float)}
+            if record.get("objective", {}).get("value") is not None:
+                final[f"objective/{record['objective']['name']}"] = record["objective"]["value"]
+            logger.log_hyperparams(_flat(record.get("config") or {}), metrics=final)
+            logger.save()
+
+
+def _report_wandb(run: Any, record: dict[str, Any], out: Path) -> None:
+    import wandb
+
+    summary = {f"run/{k}": record.get(k) for k in SUMMARY_FIELDS if record.get(k) is not None}
+    summary.update(
+        {f"data/{k}_sha256": v for k, v in ((record.get("data") or {}).get("split_sha256") or {}).items()}
+    )
+    summary.update({f"final/{k}": v for k, v in (record.get("metrics") or {}).items()})
+    if (record.get("objective") or {}).get("value") is not None:
+        summary["objective"] = record["objective"]["value"]
+    run.summary.update(summary)
+    confusion = record.get("confusion_matrix")
+    names = record.get("class_names") or []
+    if confusion and names:
+        per_class = [
+            [name, row[i] / max(sum(row), 1), sum(row)]
+            for i, (name, row) in enumerate(zip(names, confusion, strict=True))
+        ]
+        run.log(
+            {
+                "test/per_class_accuracy": wandb.Table(
+                    columns=["class", "accuracy", "samples"], data=per_class
+                ),
+                "test/confusion_matrix": wandb.Table(
+                    columns=["true", *names],
+                    data=[[n, *row] for n, row in zip(names, confusion, strict=True)],
+                ),
+            }
+        )
+    export = record.get("export") or {}
+    if export.get("sha256"):
+        artifact = wandb.Artifact(
+            f"backbone-{run.id}",
+            type="model",
+            metadata={k: export.get(k) for k in ("architecture", "sha256", "source_dataset")},
+        )
+        for name in ("backbone.safetensors", "backbone.json", "head.safetensors"):
+            if (out / name).is_file():
+                artifact.add_file(str(out / name))
+        run.log_artifact(artifact)
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
 
 
 def log_config(trainer: pl.Trainer, cfg: DictConfig) -> None:

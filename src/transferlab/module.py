@@ -12,7 +12,12 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
 from transferlab.backbones import Backbone
 from transferlab.checkpoint import rng_state, set_rng_state
@@ -80,6 +85,8 @@ class TransferModule(pl.LightningModule):
         # Epoch means of the loss, weighted by batch size and synced across processes exactly.
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self._test_count = 0  # samples this process scored; summed over processes at the end of the test
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion: list[list[int]] | None = None
         self.val_acc_best = MaxMetric()
         # States a checkpoint must carry so that a resumed run ends exactly as an uninterrupted one: a step
         # checkpoint falls mid-epoch, and the end-of-epoch one before the epoch's training metrics are logged.
@@ -208,7 +215,7 @@ class TransferModule(pl.LightningModule):
         features = x if self.use_cached_features else self.backbone(x)
         return self.head(features)
 
-    def _step(self, batch: Any, stage: str, metrics: MetricCollection) -> torch.Tensor:
+    def _step(self, batch: Any, stage: str, metrics: MetricCollection) -> tuple[torch.Tensor, torch.Tensor]:
         crash_point(f"{stage}_step")
         x, y = batch
         features = x if self.use_cached_features else self.backbone(x)
@@ -223,7 +230,7 @@ class TransferModule(pl.LightningModule):
                 self.log("train/reg", reg, on_step=True, on_epoch=False, batch_size=len(y))
                 loss = loss + reg
             self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
-        return loss
+        return loss, logits
 
     def _log_epoch(self, stage: str, metrics: MetricCollection) -> None:
         # Logged once per epoch (Lightning computes, syncs across processes and resets them).
@@ -232,7 +239,7 @@ class TransferModule(pl.LightningModule):
         self.log(name, getattr(self, f"{stage}_loss"), prog_bar=stage != "train")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train", self.train_metrics)
+        loss, _ = self._step(batch, "train", self.train_metrics)
         if not torch.isfinite(loss):
             lr = (
                 self.trainer.optimizers[0].param_groups[-1]["lr"] if self.trainer.optimizers else float("nan")
@@ -247,8 +254,9 @@ class TransferModule(pl.LightningModule):
         self._step(batch, "val", self.val_metrics)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._step(batch, "test", self.test_metrics)
+        _, logits = self._step(batch, "test", self.test_metrics)
         self._test_count += len(batch[1])
+        self.confusion.update(logits, batch[1])
 
     # ---------------------------------------------------------------- hooks
     def on_fit_start(self) -> None:
@@ -338,6 +346,8 @@ class TransferModule(pl.LightningModule):
         total = self.all_gather(torch.tensor(self._test_count, device=self.device)).sum()
         self.log("test/samples", total.float())
         self._test_count = 0
+        self.test_confusion = self.confusion.compute().int().tolist()  # synced across processes
+        self.confusion.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not save RNG states; without them a resumed run shuffles differently.

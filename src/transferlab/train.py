@@ -41,7 +41,7 @@ from transferlab.errors import TransferlabError, TrialPruned, did_you_mean, inst
 from transferlab.faults import crash_point
 from transferlab.features import CachedFeatures
 from transferlab.forgetting import HEAD_FILE, SourceTask, accuracy, export_head
-from transferlab.loggers import build_loggers, finish_wandb, log_config, remember_wandb_id
+from transferlab.loggers import build_loggers, finish_wandb, log_config, remember_wandb_id, report_run
 from transferlab.module import TransferModule
 from transferlab.multitask import JointDataModule, MultiTaskModule, build_source_datamodule
 from transferlab.prefix import FrozenPrefix
@@ -142,6 +142,8 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
             trainer.test(module, datamodule=fit_data, ckpt_path=best, verbose=False)
             fit_metrics.update(_metrics(trainer, ("test/",)))
             record["test_samples"] = int(fit_metrics.pop("test/samples"))
+            if module.test_confusion is not None:  # rows: true class, columns: predicted
+                record["confusion_matrix"] = module.test_confusion
         if prefix is not None:
             prefix.restore()  # the whole network again, for what follows and the export
         if source_task is not None:  # what transfer cost the source task
@@ -161,6 +163,8 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
                 strategy.export_model(backbone), out, _export_meta(cfg, backbone, datamodule, record)
             )
         record["status"] = "ok"
+        if trainer.is_global_zero:
+            report_run(trainer, record, out)
     except TransferlabError as exc:
         record.update(status="failed", error=str(exc))
     except TrialPruned as exc:  # the tuner stopped a hopeless trial: not a failure

@@ -134,7 +134,11 @@ class Manifest:
                     e = entries[key]
                     f.write(f"{key}\t{e.size}\t{e.mtime_ns}\t{e.sha256}\t{e.verified}\n")
         except OSError as exc:  # read-only or full: the next run reads again, nothing else is lost
-            log.warning("Cannot write the data manifest %s (%s): continuing without it.", self.path, exc.strerror or exc)
+            log.warning(
+                "Cannot write the data manifest %s (%s): continuing without it.",
+                self.path,
+                exc.strerror or exc,
+            )
 
 
 class _Lock:

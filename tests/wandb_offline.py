@@ -56,6 +56,7 @@ class OfflineRun:
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _items(items) -> dict[str, Any]:
@@ -98,4 +99,8 @@ def read_offline_run(path: str | Path) -> OfflineRun:
             result.history.append(_items(record.history.item))
         elif kind == "summary":
             result.summary.update(_items(record.summary.update))
+        elif kind == "artifact":
+            a = record.artifact
+            files = [entry.path for entry in a.manifest.contents]
+            result.artifacts.append({"name": a.name, "type": a.type, "files": files})
     return result
