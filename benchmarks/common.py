@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from transferlab.config import compose_train
+from transferlab.core.config import compose_train
 
 
 def compose_run(out_dir: Path, overrides: list[str]) -> DictConfig:

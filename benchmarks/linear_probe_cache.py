@@ -17,8 +17,8 @@ import statistics
 import torch
 
 from benchmarks.common import compose_run, emit, interleaved, ratio, spread, timed, workdir
-from transferlab.probe import fit_linear_head
-from transferlab.train import train
+from transferlab.run.job import train
+from transferlab.strategies.probe import fit_linear_head
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ ARMS = {
 
 def arm(name: str, root: Path, epochs: int, backbone: str, image_size: int) -> dict:
     import transferlab.train  # noqa: F401 (loaded before the baseline is read)
-    from transferlab.train import train
+    from transferlab.run.job import train
 
     overrides = [
         *ARMS[name],

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 
 from benchmarks.common import compose_run, emit, workdir
 from transferlab import checkpoint
-from transferlab.train import train
+from transferlab.run.job import train
 
 STARTED: dict[str, float] = {}
 

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
-from transferlab.config import compose_train
+from transferlab.core.config import compose_train
 
 REPO = Path(__file__).resolve().parents[1]
 

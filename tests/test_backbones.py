@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from transferlab.backbones import create_backbone
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 from transferlab.stages import main as stages_main
 
 

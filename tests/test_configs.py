@@ -10,11 +10,11 @@ import torch
 from omegaconf import OmegaConf
 
 from transferlab.backbones import Backbone
+from transferlab.core.errors import instantiate
 from transferlab.data import ImageFolderDataModule
-from transferlab.errors import instantiate
 from transferlab.strategies import TransferStrategy, build_strategy
 
-CONF = Path(__file__).resolve().parents[1] / "src" / "transferlab" / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def options(group: str) -> list[str]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from transferlab.core.errors import TransferlabError
 from transferlab.data import DigitsDataModule, ImageFolderDataModule
-from transferlab.errors import TransferlabError
 
 from .conftest import write_image_folder
 

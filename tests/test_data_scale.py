@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from transferlab.core.errors import TransferlabError
 from transferlab.data import shards
 from transferlab.data.hf import HFDataModule
 from transferlab.data.image_folder import ImageFolderDataModule
 from transferlab.data.shards import ShardDataModule, pack
-from transferlab.errors import TransferlabError
 
 from .conftest import write_image_folder
 

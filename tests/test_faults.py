@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import torch
 
-from transferlab.config import compose_train
-from transferlab.faults import ENV
-from transferlab.train import train
+from transferlab.core.config import compose_train
+from transferlab.core.faults import ENV
+from transferlab.run.job import train
 
 from .conftest import REPO, run_cli
 

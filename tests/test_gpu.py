@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transferlab.train import train
+from transferlab.run.job import train
 
 pytestmark = [
     pytest.mark.gpu,

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 from transferlab.backbones import create_backbone
 from transferlab.backbones.weights import export_backbone, file_sha256
-from transferlab.errors import TransferlabError, instantiate
-from transferlab.pretrain import ensure_source
-from transferlab.train import train
+from transferlab.core.errors import TransferlabError, instantiate
+from transferlab.run.job import train
+from transferlab.run.pretrain import ensure_source
 
 X = torch.randn(2, 3, 32, 32)
 

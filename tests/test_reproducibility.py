@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from transferlab.train import train
+from transferlab.run.job import train
 
 from .conftest import REPO, run_cli, write_image_folder
 

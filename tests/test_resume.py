@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from transferlab.checkpoint import RunLock
-from transferlab.config import compose_train
-from transferlab.faults import ENV
-from transferlab.train import train
+from transferlab.core.config import compose_train
+from transferlab.core.faults import ENV
+from transferlab.run.checkpoint import RunLock
+from transferlab.run.job import train
 
 TINY = ["dataset.classes=[0,1,2]", "dataset.samples_per_class=10", "trainer.num_sanity_val_steps=0"]
 

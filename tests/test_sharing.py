@@ -7,11 +7,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from transferlab.errors import instantiate
+from transferlab.core.errors import instantiate
 from transferlab.module import TransferModule
-from transferlab.regularizers import BSS
+from transferlab.run.job import _build_regularizer, train
 from transferlab.strategies import build_strategy
-from transferlab.train import _build_regularizer, train
+from transferlab.strategies.regularizers import BSS
 
 TINY = ["dataset.classes=[0,1,2]", "dataset.batch_size=32", "trainer.num_sanity_val_steps=0"]
 

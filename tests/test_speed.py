@@ -8,7 +8,7 @@ import logging
 import pandas as pd
 import pytest
 
-from transferlab.train import train
+from transferlab.run.job import train
 
 from .conftest import write_image_folder
 

@@ -6,11 +6,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from transferlab.errors import TransferlabError, instantiate
-from transferlab.features import CachedFeatures
+from transferlab.core.errors import TransferlabError, instantiate
+from transferlab.data.features import CachedFeatures
 from transferlab.module import TransferModule
+from transferlab.run.job import train
 from transferlab.strategies import build_strategy
-from transferlab.train import train
 
 RESNET = [
     "backbone=resnet18",

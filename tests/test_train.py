@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from transferlab.train import train
+from transferlab.run.job import train
 
 from .conftest import REPO, run_cli
 

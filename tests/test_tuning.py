@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from transferlab.train import task, train
+from transferlab.run.job import train
+from transferlab.train import task
 from transferlab.tuning.storage import open_storage
 
 from .conftest import REPO, run_cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transferlab.train import train
+from transferlab.run.job import train
 
 from .wandb_offline import read_offline_run
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferlab.core.errors import asked_for_help
+
 LOG_DIR = Path(os.environ.get("TRANSFERLAB_OUTPUTS", "outputs"))  # as paths.log_dir
 EXPERIMENT = "tuned_comparison"
 DEMO_BUDGET = ["tuning.n_trials=4", "hydra/launcher=local"]
@@ -26,6 +28,8 @@ DEMO_BUDGET = ["tuning.n_trials=4", "hydra/launcher=local"]
 
 def main(argv: list[str] | None = None) -> int:
     extra = list(sys.argv[1:] if argv is None else argv)
+    if asked_for_help(extra, "usage: python -m transferlab.demo [extra Hydra overrides]   (make demo)\n\n" + __doc__):
+        return 0
     started = time.time()
     command = [
         sys.executable,

@@ -20,12 +20,12 @@ from torchmetrics.classification import (
 )
 
 from transferlab.backbones import Backbone
-from transferlab.checkpoint import rng_state, set_rng_state
-from transferlab.csv_log import CrashSafeCSVLogger
-from transferlab.errors import TransferlabError
-from transferlab.faults import crash_point
-from transferlab.regularizers import Regularizer, check_regularizer, first_batches
+from transferlab.core.errors import TransferlabError
+from transferlab.core.faults import crash_point
+from transferlab.run.checkpoint import rng_state, set_rng_state
+from transferlab.run.csv_log import CrashSafeCSVLogger
 from transferlab.strategies import TransferStrategy
+from transferlab.strategies.regularizers import Regularizer, check_regularizer, first_batches
 
 log = logging.getLogger(__name__)
 _BN = nn.modules.batchnorm._BatchNorm

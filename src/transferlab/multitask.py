@@ -13,9 +13,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from transferlab.backbones import Backbone
-from transferlab.config import compose_train
+from transferlab.core.config import compose_train
+from transferlab.core.errors import TransferlabError, instantiate
 from transferlab.data import ImageFolderDataModule
-from transferlab.errors import TransferlabError, instantiate
 from transferlab.module import TransferModule, split_decay
 
 

@@ -11,8 +11,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from transferlab.config import compose_train
-from transferlab.errors import TransferlabError, instantiate
+from transferlab.core.config import compose_train
+from transferlab.core.errors import TransferlabError, asked_for_help, instantiate
 
 
 def stage_table(overrides: list[str]) -> Table:
@@ -35,8 +35,11 @@ def stage_table(overrides: list[str]) -> Table:
 
 def main(argv: list[str] | None = None) -> None:
     """Console script `transferlab-stages`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if asked_for_help(argv, "usage: transferlab-stages [Hydra overrides, e.g. backbone=resnet18]\n\n" + __doc__):
+        return
     try:
-        Console(width=140).print(stage_table(list(sys.argv[1:] if argv is None else argv)))
+        Console(width=140).print(stage_table(argv))
     except TransferlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

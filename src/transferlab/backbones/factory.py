@@ -20,7 +20,7 @@ from transferlab.backbones.weights import (
     resolve_weights_path,
     state_dict_sha256,
 )
-from transferlab.errors import TransferlabError, did_you_mean
+from transferlab.core.errors import TransferlabError, did_you_mean
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 
 
 class SimpleCNN(nn.Module):

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from transferlab.atomic import atomic_open
-from transferlab.errors import TransferlabError
+from transferlab.core.atomic import atomic_open
+from transferlab.core.errors import TransferlabError
 
 EXPORT_WEIGHTS = "backbone.safetensors"
 EXPORT_META = "backbone.json"

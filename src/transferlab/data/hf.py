@@ -12,8 +12,8 @@ from typing import Any
 
 from PIL import Image
 
+from transferlab.core.errors import TransferlabError, did_you_mean
 from transferlab.data.image_folder import ImageFolderDataModule
-from transferlab.errors import TransferlabError, did_you_mean
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}

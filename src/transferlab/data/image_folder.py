@@ -16,10 +16,10 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
+from transferlab.core.errors import TransferlabError, did_you_mean
 from transferlab.data.loaders import make_loader, resume_position
 from transferlab.data.manifest import Manifest
 from transferlab.data.transforms import Augment, eval_transform, train_transform
-from transferlab.errors import TransferlabError, did_you_mean
 
 log = logging.getLogger(__name__)
 

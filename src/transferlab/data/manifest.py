@@ -27,8 +27,8 @@ from filelock import FileLock
 from PIL import Image
 from rich.progress import Progress
 
-from transferlab.atomic import atomic_open
-from transferlab.errors import TransferlabError
+from transferlab.core.atomic import atomic_open
+from transferlab.core.errors import TransferlabError
 
 log = logging.getLogger(__name__)
 VERIFY_LEVELS = {"none": 0, "header": 1, "full": 2}

@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from transferlab.core.errors import TransferlabError
 from transferlab.data.image_folder import ImageFolderDataModule, read_file, scan_class_folders
 from transferlab.data.loaders import distributed, resume_position
-from transferlab.errors import TransferlabError
 
 INDEX = "index.json"
 SHUFFLE_BUFFER = 256

@@ -1,19 +1,26 @@
 """The sweep report: collect (results.json -> rows), stats (numbers only), analysis (what is compared),
-plots, markdown, W&B; `cli` writes the files and holds the entry points."""
+plots, markdown, W&B; `cli` writes the files and holds the entry points. Names load on first use, so
+importing a submodule (or `transferlab.report.ReportCallback` for Hydra) does not load them all."""
 
-from transferlab.report.cli import ReportCallback, SweepReport, build_report, comparison_table, main
-from transferlab.report.collect import METRICS, load_rows
-from transferlab.report.wandb_report import build_wandb_report, wandb_groups, wandb_report
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "METRICS",
-    "ReportCallback",
-    "SweepReport",
-    "build_report",
-    "build_wandb_report",
-    "comparison_table",
-    "load_rows",
-    "main",
-    "wandb_groups",
-    "wandb_report",
-]
+_WHERE = {
+    "ReportCallback": "cli",
+    "SweepReport": "cli",
+    "build_report": "cli",
+    "comparison_table": "cli",
+    "main": "cli",
+    "METRICS": "collect",
+    "load_rows": "collect",
+    "build_wandb_report": "wandb_report",
+    "wandb_groups": "wandb_report",
+    "wandb_report": "wandb_report",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"transferlab.report.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'transferlab.report' has no attribute {name!r}")

@@ -18,7 +18,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.atomic import atomic_open
+from transferlab.core.atomic import atomic_open
 from transferlab.report.analysis import Analysis, Options, analyse
 from transferlab.report.collect import RESULTS_FILE, design, load_rows
 from transferlab.report.markdown import render_markdown

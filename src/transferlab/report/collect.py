@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-RESULTS_FILE = "results.json"  # as transferlab.results (not imported: it pulls in torch)
+RESULTS_FILE = "results.json"  # as transferlab.run.results (not imported: it pulls in torch)
 METRICS = (
     "test/acc",
     "test/f1_macro",

@@ -4,10 +4,9 @@ of the metric by strategy and the validation curves."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from transferlab.report.cli import SweepReport
+SweepReport = Any  # transferlab.report.cli.SweepReport (not imported: cli imports this module)
 
 
 def wandb_groups(report: SweepReport) -> list[tuple[str, str]]:

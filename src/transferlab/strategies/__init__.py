@@ -2,8 +2,8 @@
 
 from omegaconf import DictConfig
 
-from transferlab.config import without_search_space
-from transferlab.errors import instantiate
+from transferlab.core.config import without_search_space
+from transferlab.core.errors import instantiate
 from transferlab.strategies.base import TransferStrategy
 from transferlab.strategies.lora import LoRA
 from transferlab.strategies.multitask import MultiTask

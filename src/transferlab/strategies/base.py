@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from transferlab.backbones import Backbone
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,

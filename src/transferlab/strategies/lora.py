@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from transferlab.backbones import Backbone
-from transferlab.errors import TransferlabError, did_you_mean
+from transferlab.core.errors import TransferlabError, did_you_mean
 from transferlab.strategies.base import TransferStrategy
 
 ADAPTER_MARK = "lora_"

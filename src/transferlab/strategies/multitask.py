@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 from transferlab.strategies.simple import Full
 
 SCHEDULES = ("constant", "linear", "cosine")

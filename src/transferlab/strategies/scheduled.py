@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from transferlab.backbones import Backbone
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 from transferlab.strategies.simple import Full
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from transferlab.backbones import Backbone
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 from transferlab.strategies.base import NORM_TYPES, TransferStrategy
 
 

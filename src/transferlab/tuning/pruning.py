@@ -13,7 +13,7 @@ import optuna
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 
-from transferlab.errors import TrialPruned
+from transferlab.core.errors import TrialPruned
 from transferlab.tuning.storage import open_storage
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from transferlab.config import SEARCH_SPACE_KEY
-from transferlab.errors import TransferlabError
+from transferlab.core.config import SEARCH_SPACE_KEY
+from transferlab.core.errors import TransferlabError
 
 
 def to_distribution(override: Override) -> BaseDistribution | str:

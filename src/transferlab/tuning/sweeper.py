@@ -30,13 +30,13 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 from transferlab.tuning.pruning import PRUNER_ATTR
 from transferlab.tuning.space import declared_space, format_value, parse_space
 from transferlab.tuning.storage import default_storage, open_storage
 
 log = logging.getLogger(__name__)
-RESULTS_FILE = "results.json"  # as transferlab.results (not imported: it pulls in torch)
+RESULTS_FILE = "results.json"  # as transferlab.run.results (not imported: it pulls in torch)
 OPTIMIZATION_RESULTS = "optimization_results.yaml"
 STALE = "stale"  # user attribute of a trial whose process died; it is run again
 ARM_GROUP = "strategy"  # a discrete sweep over this group on the command line defines the arms

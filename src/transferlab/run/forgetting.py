@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from transferlab.errors import instantiate
+from transferlab.core.errors import instantiate
 
 log = logging.getLogger(__name__)
 HEAD_FILE = "head.safetensors"
@@ -82,7 +82,7 @@ def export_head(head: nn.Module, out_dir: Path) -> str:
     """The run's classifier (its Linear layer) as `head.safetensors`, beside the exported backbone."""
     from safetensors.torch import save
 
-    from transferlab.atomic import atomic_open
+    from transferlab.core.atomic import atomic_open
 
     linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
     state = {k: v.detach().cpu().contiguous() for k, v in linear.state_dict().items()}

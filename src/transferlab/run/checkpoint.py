@@ -17,9 +17,9 @@ from filelock import FileLock, Timeout
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from transferlab.atomic import atomic_open
-from transferlab.errors import TransferlabError
-from transferlab.faults import crash_point
+from transferlab.core.atomic import atomic_open
+from transferlab.core.errors import TransferlabError
+from transferlab.core.faults import crash_point
 
 log = logging.getLogger(__name__)
 INTERRUPT_CHECKPOINT = "last.ckpt"

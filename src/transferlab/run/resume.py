@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from transferlab.errors import TransferlabError
-from transferlab.results import RESULTS_FILE, read_results
+from transferlab.core.errors import TransferlabError
+from transferlab.run.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"

@@ -8,22 +8,21 @@ hashes the same.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.backbones.weights import EXPORT_WEIGHTS
-from transferlab.config import compose_train
-from transferlab.errors import TransferlabError
-from transferlab.faults import scope
-from transferlab.results import RESULTS_FILE, read_results
+from transferlab.core.config import compose_train
+from transferlab.core.errors import TransferlabError
+from transferlab.core.faults import scope
+from transferlab.run.results import RESULTS_FILE, read_results
 
 log = logging.getLogger(__name__)
 SOURCE = "source"
@@ -55,21 +54,9 @@ def compose_source(cfg: DictConfig) -> DictConfig:
     return src
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # parallel sweep jobs pretrain once
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def ensure_source(cfg: DictConfig) -> dict[str, Any]:
-    """Run (or reuse) the source pretraining of `cfg`; returns where its export is and whether it was reused."""
-    from transferlab.train import train  # train imports this module
-
+def ensure_source(cfg: DictConfig, run: Callable[[DictConfig], dict[str, Any]]) -> dict[str, Any]:
+    """Run (or reuse, with `run` = the job function) the source pretraining of `cfg`; returns where its export
+    is and whether it was reused."""
     if not cfg.get("source") or not cfg.source.get("experiment"):
         raise TransferlabError(
             "backbone.pretrained=source needs source.experiment (e.g. source.experiment=digits_source); "
@@ -79,7 +66,8 @@ def ensure_source(cfg: DictConfig) -> dict[str, Any]:
     digest = config_hash(src)
     run_dir = (Path(cfg.paths.cache_dir) / "pretrained" / f"{cfg.source.experiment}-{digest[:12]}").resolve()
     info = {"experiment": cfg.source.experiment, "config_hash": digest, "run_dir": str(run_dir)}
-    with _lock(run_dir.parent / f".{run_dir.name}.lock"):
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(run_dir.parent / f".{run_dir.name}.lock"):  # parallel sweep jobs pretrain once
         results = run_dir / RESULTS_FILE
         if (
             (run_dir / EXPORT_WEIGHTS).is_file()
@@ -103,7 +91,7 @@ def ensure_source(cfg: DictConfig) -> dict[str, Any]:
             src.paths.output_dir = str(run_dir)
             src.resume = True  # a source pretraining killed earlier continues from its checkpoint
         with scope("source:"):
-            record = train(src)
+            record = run(src)
     if record["status"] != "ok":
         raise TransferlabError(
             f"Source pretraining {cfg.source.experiment} failed: {record['error']} (see {run_dir})."

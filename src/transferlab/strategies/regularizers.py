@@ -15,16 +15,14 @@ import copy
 import functools
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from transferlab.errors import TransferlabError
+from transferlab.core.errors import TransferlabError
 
-if TYPE_CHECKING:
-    from transferlab.module import TransferModule
-
+TransferModule = Any  # transferlab.module.TransferModule (not imported: it imports this module)
 log = logging.getLogger(__name__)
 
 

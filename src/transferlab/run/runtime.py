@@ -9,7 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from transferlab.results import redact
+from transferlab.run.results import redact
 
 
 def is_rank_zero() -> bool:

@@ -12,9 +12,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from transferlab.atomic import atomic_open
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import state_dict_sha256
+from transferlab.core.atomic import atomic_open
 from transferlab.data.image_folder import ImageFolderDataModule
 from transferlab.data.loaders import make_loader, resume_position
 

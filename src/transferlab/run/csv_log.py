@@ -28,8 +28,8 @@ import yaml
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers.logger import Logger
 
-from transferlab.atomic import atomic_open
-from transferlab.faults import crash_point
+from transferlab.core.atomic import atomic_open
+from transferlab.core.faults import crash_point
 
 METRICS_FILE = "metrics.csv"
 FIXED_COLUMNS = ["epoch", "step"]

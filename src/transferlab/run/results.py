@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from transferlab.atomic import atomic_open
+from transferlab.core.atomic import atomic_open
 
 RESULTS_FILE = "results.json"
 PACKAGES = (

@@ -38,3 +38,11 @@ def instantiate(config, *args, **kwargs):
 
 class TrialPruned(Exception):
     """The tuner's pruner stopped this trial early: recorded as `status: pruned`, not as a failure."""
+
+
+def asked_for_help(argv: list[str], usage: str) -> bool:
+    """For console scripts whose arguments are Hydra overrides: print `usage` for -h/--help."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(usage.strip())
+        return True
+    return False

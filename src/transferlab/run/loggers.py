@@ -10,8 +10,8 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.errors import instantiate
-from transferlab.runtime import is_multirun, overrides, resolved_config
+from transferlab.core.errors import instantiate
+from transferlab.run.runtime import is_multirun, overrides, resolved_config
 
 WANDB_ID_FILE = "wandb_run_id"
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from transferlab.faults import crash_point
+from transferlab.core.faults import crash_point
 
 TEMPORARY = ".*.tmp"  # what `atomic_open` leaves behind when the process is killed mid-write
 

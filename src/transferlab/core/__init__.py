@@ -1,0 +1,1 @@
+"""The ground floor: errors, config composition, atomic writes, fault injection."""

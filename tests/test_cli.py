@@ -1,0 +1,95 @@
+"""The command line: every console script answers --help, Hydra's own commands load no torch, the
+README's commands compose, and users add configs of their own without forking."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, run_cli, write_image_folder
+
+SCRIPTS = ("transferlab-train", "transferlab-report", "transferlab-stages", "transferlab-pack")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_console_script_answers_help(script):
+    out = subprocess.run(
+        [Path(sysconfig.get_paths()["scripts"]) / script, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage" in out.stdout.lower() or "powered by Hydra" in out.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["--info", "config"], ["--hydra-help"]])
+def test_hydras_own_commands_do_not_load_torch(args):
+    probe = (
+        "import sys\n"
+        f"sys.argv = ['transferlab-train', *{args!r}]\n"
+        "from transferlab.train import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'pytorch_lightning', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def readme_commands() -> list[str]:
+    """`python -m transferlab.train|stages ...` lines of the README's code blocks (continuations joined)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    text = "\n".join(blocks).replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        line = line.split("  #")[0].strip()
+        if (
+            line.startswith(("python -m transferlab.train", "python -m transferlab.stages"))
+            and "/path/" not in line
+        ):
+            commands.append(line)
+    return commands
+
+
+def first_value(override: str) -> str:
+    key, _, value = override.partition("=")
+    if "," in value and not value.startswith(("[", "{", "'")):
+        value = value.split(",")[0]
+    return f"{key}={value}" if _ else override
+
+
+def first_value(override: str) -> str:
+    """A sweep override at its first value (`strategy=full,lora` -> `strategy=full`)."""
+    key, eq, value = override.partition("=")
+    if eq and "," in value and not value.startswith(("[", "{", "'")):
+        value = value.split(",")[0]
+    return f"{key}={value}" if eq else override
+
+
+def test_the_readme_commands_compose(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    configs = tmp_path / "my_configs" / "dataset"
+    configs.mkdir(parents=True)
+    (configs / "flowers.yaml").write_text(
+        f"defaults:\n  - image_folder\n  - _self_\nname: flowers\nroot: {root}\nimage_size: 128\n"
+    )
+    commands = readme_commands()
+    assert len(commands) >= 15
+    for command in commands:
+        words = shlex.split(command.replace("DIR", str(root)).replace("my_configs", str(tmp_path / "my_configs")))
+        module, args = words[2], words[3:]
+        # --cfg job composes one job: a sweep (-m, a,b values) is checked at its first point
+        args = [first_value(a) for a in args if a != "-m"]
+        extra = ["--cfg", "job"] if module == "transferlab.train" else []
+        out = run_cli(*args, *extra, cwd=tmp_path, module=module, timeout=120)
+        assert out.returncode == 0, (command, out.stderr[-1500:])
+    flowers = run_cli(
+        "--config-dir", str(tmp_path / "my_configs"), "dataset=flowers", "--cfg", "job", cwd=tmp_path
+    )
+    assert "name: flowers" in flowers.stdout and "image_size: 128" in flowers.stdout
