@@ -58,13 +58,6 @@ def readme_commands() -> list[str]:
 
 
 def first_value(override: str) -> str:
-    key, _, value = override.partition("=")
-    if "," in value and not value.startswith(("[", "{", "'")):
-        value = value.split(",")[0]
-    return f"{key}={value}" if _ else override
-
-
-def first_value(override: str) -> str:
     """A sweep override at its first value (`strategy=full,lora` -> `strategy=full`)."""
     key, eq, value = override.partition("=")
     if eq and "," in value and not value.startswith(("[", "{", "'")):
@@ -82,7 +75,9 @@ def test_the_readme_commands_compose(tmp_path):
     commands = readme_commands()
     assert len(commands) >= 15
     for command in commands:
-        words = shlex.split(command.replace("DIR", str(root)).replace("my_configs", str(tmp_path / "my_configs")))
+        words = shlex.split(
+            command.replace("DIR", str(root)).replace("my_configs", str(tmp_path / "my_configs"))
+        )
         module, args = words[2], words[3:]
         # --cfg job composes one job: a sweep (-m, a,b values) is checked at its first point
         args = [first_value(a) for a in args if a != "-m"]

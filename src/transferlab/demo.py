@@ -28,7 +28,9 @@ DEMO_BUDGET = ["tuning.n_trials=4", "hydra/launcher=local"]
 
 def main(argv: list[str] | None = None) -> int:
     extra = list(sys.argv[1:] if argv is None else argv)
-    if asked_for_help(extra, "usage: python -m transferlab.demo [extra Hydra overrides]   (make demo)\n\n" + __doc__):
+    if asked_for_help(
+        extra, "usage: python -m transferlab.demo [extra Hydra overrides]   (make demo)\n\n" + __doc__
+    ):
         return 0
     started = time.time()
     command = [

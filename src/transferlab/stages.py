@@ -36,7 +36,9 @@ def stage_table(overrides: list[str]) -> Table:
 def main(argv: list[str] | None = None) -> None:
     """Console script `transferlab-stages`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if asked_for_help(argv, "usage: transferlab-stages [Hydra overrides, e.g. backbone=resnet18]\n\n" + __doc__):
+    if asked_for_help(
+        argv, "usage: transferlab-stages [Hydra overrides, e.g. backbone=resnet18]\n\n" + __doc__
+    ):
         return
     try:
         Console(width=140).print(stage_table(argv))
