@@ -14,7 +14,13 @@ import pytest
 
 from .conftest import REPO, run_cli, write_image_folder
 
-SCRIPTS = ("transferlab-train", "transferlab-report", "transferlab-stages", "transferlab-pack")
+SCRIPTS = (
+    "transferlab-train",
+    "transferlab-report",
+    "transferlab-stages",
+    "transferlab-pack",
+    "transferlab-sweep-all",
+)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -18,7 +18,11 @@ from transferlab.report.stats import UnpairedDataError, compare_arms, holm, pair
 
 
 def write_sweep(
-    root: Path, scores: dict[str, list[float]], train_hash=lambda arm, seed: f"train{seed}", block=None
+    root: Path,
+    scores: dict[str, list[float]],
+    train_hash=lambda arm, seed: f"train{seed}",
+    block=None,
+    experiment="default",
 ) -> Path:
     """A sweep directory of results.json files: one job per (arm, seed) with the given test accuracy."""
     job = len(list(root.glob("*/results.json"))) if root.exists() else 0
@@ -33,6 +37,7 @@ def write_sweep(
                 "strategy": arm,
                 "backbone": block or "simple_cnn",
                 "dataset": "digits",
+                "experiment": experiment,
                 "seed": seed,
                 "metrics": {"test/acc": acc, "test/f1_macro": acc, "val/acc_best": acc},
                 "overrides": overrides,
@@ -170,3 +175,32 @@ def test_family_wise_error_stays_below_alpha_under_the_null():
     )
     assert result["family_wise_error"] <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 200)
     assert result["power"] > 0.5  # and a real effect is found
+
+
+def test_experiments_swept_together_are_reported_per_experiment(tmp_path):
+    sweep = tmp_path / "all"
+    write_sweep(
+        sweep / "compare", {"full": [0.9, 0.91, 0.92], "scratch": [0.8, 0.81, 0.8]}, experiment="compare"
+    )
+    write_sweep(sweep / "depth", {"full": [0.7, 0.71, 0.72], "scratch": [0.6, 0.61, 0.6]}, experiment="depth")
+    build_report(sweep)
+    text = (sweep / "report.md").read_text()
+    assert "Compared by: strategy, experiment." in text
+    assert "## test/acc by strategy: compare" in text and "## test/acc by strategy: depth" in text
+
+
+def test_diverged_jobs_are_listed_apart_from_failed_ones(tmp_path):
+    sweep = write_sweep(tmp_path / "s", {"full": [0.9, 0.91, 0.92], "scratch": [0.8, 0.81, 0.8]})
+    for job, status, error in (
+        ("0", "diverged", "Training diverged: the loss became nan at step 3"),
+        ("1", "failed", "boom"),
+    ):
+        path = sweep / job / "results.json"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(record | {"status": status, "error": error}))
+    build_report(sweep)
+    text = (sweep / "report.md").read_text()
+    diverged = text.split("## Diverged jobs")[1].split("##")[0]
+    failed = text.split("## Failed jobs")[1].split("##")[0]
+    assert "job 0" in diverged and "became nan" in diverged and "job 1" not in diverged
+    assert "job 1" in failed and "job 0" not in failed

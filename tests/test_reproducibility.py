@@ -66,11 +66,20 @@ def test_sweep_resume_skips_finished_jobs(tmp_path):
     assert "Jobs: 2 (2 ok)." in (tmp_path / "sweep" / "report.md").read_text()
 
 
-def test_absurd_learning_rate_fails_with_a_reason(make_cfg, tmp_path):
-    record = train(make_cfg("optimizer.lr=1e30", "scheduler=null", "dataset.classes=[0,1,2]"))
-    assert record["status"] == "failed"
-    assert "at step" in record["error"] and "lower the learning rate" in record["error"]
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+@pytest.mark.parametrize("epochs", [1, 5])
+def test_divergence_is_not_success(make_cfg, tmp_path, epochs):
+    record = train(
+        make_cfg(
+            "optimizer.lr=10", "scheduler=null", "dataset.classes=[0,1,2]", f"trainer.max_epochs={epochs}"
+        )
+    )
+    assert record["status"] == "diverged", record.get("error")
+    assert record["diverged"]["learning_rate"] == pytest.approx(10.0)
+    assert record["diverged"]["step"] < 20  # stopped at once, not after all the epochs
+    assert (
+        f"at step {record['diverged']['step']}" in record["error"] and "lower optimizer.lr" in record["error"]
+    )
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "diverged"
 
 
 def test_unwritable_output_directory_is_clear(make_cfg, tmp_path):

@@ -20,7 +20,7 @@ from torchmetrics.classification import (
 )
 
 from transferlab.backbones import Backbone
-from transferlab.core.errors import TransferlabError
+from transferlab.core.errors import DivergedError
 from transferlab.core.faults import crash_point
 from transferlab.run.checkpoint import rng_state, set_rng_state
 from transferlab.run.csv_log import CrashSafeCSVLogger
@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-class NonFiniteLossError(TransferlabError):
-    """The loss became NaN or infinite."""
+DIVERGED_FACTOR = 100.0  # a training loss this many times its first value has diverged...
+LOSS_FLOOR = 0.1  # ...measured from at least this (a near-perfect start may wobble without diverging)
 
 
 def build_metrics(num_classes: int) -> MetricCollection:
@@ -88,6 +88,7 @@ class TransferModule(pl.LightningModule):
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion: list[list[int]] | None = None
         self.val_acc_best = MaxMetric()
+        self.register_buffer("first_loss", torch.tensor(float("nan")))  # divergence is measured against it
         # States a checkpoint must carry so that a resumed run ends exactly as an uninterrupted one: a step
         # checkpoint falls mid-epoch, and the end-of-epoch one before the epoch's training metrics are logged.
         for metric in (self.train_metrics, self.train_loss, self.val_acc_best):
@@ -240,13 +241,29 @@ class TransferModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, "train", self.train_metrics)
-        if not torch.isfinite(loss):
+        value = float(loss.detach())
+        first = float(self.first_loss)
+        if math.isnan(first) and math.isfinite(value):
+            self.first_loss.fill_(value)
+            first = value
+        diverged = not math.isfinite(value) or value > DIVERGED_FACTOR * max(first, LOSS_FLOOR)
+        if self.trainer.world_size > 1:  # every process stops together (one alone would hang the others)
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
             lr = (
                 self.trainer.optimizers[0].param_groups[-1]["lr"] if self.trainer.optimizers else float("nan")
             )
-            raise NonFiniteLossError(
-                f"The training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                f"lower the learning rate (optimizer.lr, head lr now {lr:.3g}) or set trainer.gradient_clip_val=1.0."
+            what = (
+                f"exploded to {value:.3g} ({value / first:.3g}x its first value {first:.3g})"
+                if math.isfinite(value)
+                else f"became {value}"
+            )
+            raise DivergedError(
+                f"Training diverged: the loss {what} at step {self.global_step} (epoch {self.current_epoch}, learning "
+                f"rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val=1.0.",
+                step=int(self.global_step),
+                learning_rate=float(lr),
+                loss=value,
             )
         return loss
 

@@ -6,6 +6,7 @@ configs, so torch and Lightning are imported (by `transferlab.run.job`) only whe
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import hydra
@@ -23,7 +24,16 @@ def task(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    """Console script `transferlab-train`."""
+    """Console script `transferlab-train`: every job's config is checked, and the output directory,
+    before Hydra starts (a mistake is one line, and nothing on disk changes)."""
+    from transferlab.core.errors import TransferlabError
+    from transferlab.core.preflight import preflight
+
+    try:
+        preflight(sys.argv[1:])
+    except TransferlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")(task)()
 
 

@@ -131,9 +131,10 @@ def _check_forward(model: torch.nn.Module, name: str, in_chans: int, image_size:
             out = model(torch.zeros(1, in_chans, size, size))
     except Exception as exc:
         hint = _smallest_size(model, in_chans, size)
+        use = f"Use dataset.image_size={hint} or larger" if hint else "Use a larger dataset.image_size"
         raise TransferlabError(
-            f"dataset.image_size={size} is too small for backbone '{name}' ({type(exc).__name__}). "
-            f"Use dataset.image_size={hint} or larger{'' if name in BUILTINS else ' (or a smaller backbone)'}."
+            f"dataset.image_size={size} does not fit backbone '{name}' ({type(exc).__name__}). "
+            f"{use}{'' if name in BUILTINS else ' (or another backbone)'}."
         ) from None
     finally:
         model.train(was_training)
@@ -144,7 +145,12 @@ def _check_forward(model: torch.nn.Module, name: str, in_chans: int, image_size:
     return out.shape[1]
 
 
-def _smallest_size(model: torch.nn.Module, in_chans: int, start: int) -> int:
+def _smallest_size(model: torch.nn.Module, in_chans: int, start: int) -> int | None:
+    """The smallest image size the model accepts, or None when no probe finds one. A vision transformer
+    is built for its image size (position embeddings): it needs at least one patch."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if patch is not None:
+        return int(patch[0] if isinstance(patch, tuple | list) else patch)
     size = max(start, 1)
     while size < 1024:
         size *= 2
@@ -154,4 +160,4 @@ def _smallest_size(model: torch.nn.Module, in_chans: int, start: int) -> int:
             return size
         except Exception:
             continue
-    return size
+    return None

@@ -79,8 +79,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, pickled objects, ...
         raise TransferlabError(
-            f"backbone.pretrained={path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "save a plain state dict with safetensors.torch.save_file or torch.save(model.state_dict())."
+            f"backbone.pretrained={path}: cannot read weights ({_reason(exc)}); transferlab reads tensors only and "
+            "never unpickles objects: save a plain state dict with safetensors.torch.save_file or "
+            "torch.save(model.state_dict())."
         ) from None
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
@@ -89,6 +90,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise TransferlabError(f"backbone.pretrained={path}: the file does not hold a state dict of tensors.")
     return {_strip_prefix(k): v for k, v in state.items()}
+
+
+def _reason(exc: Exception) -> str:
+    """Why a weights file could not be read, without PyTorch's advice to unpickle it anyway."""
+    text = str(exc)
+    if "weights_only" in text or "Weights only load failed" in text or "Unsupported global" in text:
+        return "it holds pickled Python objects, not only tensors"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"{type(exc).__name__}: {first[:160]}"
 
 
 def _strip_prefix(key: str) -> str:

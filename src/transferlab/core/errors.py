@@ -36,6 +36,14 @@ def instantiate(config, *args, **kwargs):
         raise
 
 
+class DivergedError(TransferlabError):
+    """Training diverged (a non-finite loss, or one far above where it started): `status: diverged`."""
+
+    def __init__(self, message: str, step: int, learning_rate: float, loss: float) -> None:
+        super().__init__(message)
+        self.details = {"step": step, "learning_rate": learning_rate, "loss": loss}
+
+
 class TrialPruned(Exception):
     """The tuner's pruner stopped this trial early: recorded as `status: pruned`, not as a failure."""
 

@@ -155,6 +155,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.name = name
         self.splits: dict[str, list[Sample]] = {}
         self.class_names: list[str] = []
+        self.test_missing_classes: list[str] = []
+        self.duplicates_across_splits: int | None = None
         self._digests: dict[Path, bytes] = {}
         self._split_hashes: dict[str, str] = {}
 
@@ -168,6 +170,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.prepare_root()
         train = self.scan("train", required=True)
         self.class_names = self._select_classes(list(train), self.where("train"))
+        if len(self.class_names) < 2:
+            raise TransferlabError(
+                f"{self.where('train')} gives {len(self.class_names)} class(es) {self.class_names}; a classifier needs "
+                "at least 2: add class folders, or list at least two in dataset.classes."
+            )
         index = {c: i for i, c in enumerate(self.class_names)}
         pool = [(k, index[c]) for c in self.class_names for k in train[c]]
 
@@ -179,6 +186,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 f"add them to train or remove them from test (train has {list(train)})."
             )
         test = [(k, index[c]) for c in self.class_names for k in test_classes.get(c, [])]
+        self.test_missing_classes = [c for c in self.class_names if not test_classes.get(c)]
+        if self.test_missing_classes:
+            log.warning(
+                "Test split %s has no images of class(es) %s: their test accuracy cannot be measured "
+                "(recorded in results.json, data.test_missing_classes).",
+                self.where("test"),
+                self.test_missing_classes,
+            )
 
         val_classes = self.scan("val", required=False)
         if val_classes is not None:
@@ -188,6 +203,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         train_samples = self._subsample(pool)
         self._digests = self.digests([k for k, _ in train_samples + val + test])
         self.splits = {"train": train_samples, "val": val, "test": test}
+        self.duplicates_across_splits = self._count_duplicates_across_splits()
         log.info(
             "Data %s: %d classes, train %d, val %d, test %d images",
             self.root,
@@ -262,21 +278,46 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return sorted(train, key=_key), sorted(val, key=_key)
 
     def _subsample(self, pool: list[Sample]) -> list[Sample]:
-        if not self.samples_per_class:
+        if self.samples_per_class is None:
             return pool
+        if int(self.samples_per_class) < 1:
+            raise TransferlabError(
+                f"dataset.samples_per_class={self.samples_per_class} must be at least 1, or null for all images."
+            )
         rng = random.Random(self.seed)
-        kept = []
+        kept, short = [], {}
         for label in range(len(self.class_names)):
             members = [s for s in pool if s[1] == label]
             if len(members) < self.samples_per_class:
-                log.warning(
-                    "Class %s has %d training images, fewer than dataset.samples_per_class=%d; using all.",
-                    self.class_names[label],
-                    len(members),
-                    self.samples_per_class,
-                )
+                short[self.class_names[label]] = len(members)
             kept += rng.sample(members, min(len(members), self.samples_per_class))
+        if short:
+            log.warning(
+                "dataset.samples_per_class=%d is more than %d class(es) have for training; all of their images are "
+                "used (class: images): %s.",
+                self.samples_per_class,
+                len(short),
+                ", ".join(f"{c}: {n}" for c, n in short.items()),
+            )
         return sorted(kept, key=_key)
+
+    def _count_duplicates_across_splits(self) -> int | None:
+        """Images whose content appears in more than one of train/val/test (data leakage); None without
+        content hashes (dataset.hash=stat)."""
+        if self.hash != "content":
+            return None
+        seen: dict[bytes, set[str]] = {}
+        for split, samples in self.splits.items():
+            for key, _ in samples:
+                seen.setdefault(self._digests[key], set()).add(split)
+        shared = sum(1 for splits in seen.values() if len(splits) > 1)
+        if shared:
+            log.warning(
+                "%d image(s) appear (same content) in more than one of train/val/test: the test can measure "
+                "memory, not transfer. Remove the copies (recorded in results.json, data.duplicates_across_splits).",
+                shared,
+            )
+        return shared
 
     # ----------------------------------------------------------------- access
     @property
@@ -342,6 +383,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             "augment": self.augment.__dict__ | {"zoom": list(self.augment.zoom)},
             "hash": self.hash,
             "verify": self.verify,
+            "test_missing_classes": self.test_missing_classes,
+            "duplicates_across_splits": self.duplicates_across_splits,
         }
 
 

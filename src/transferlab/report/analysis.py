@@ -125,7 +125,8 @@ def _tuning(trials: pd.DataFrame) -> pd.DataFrame:
                 "trials": len(part),
                 "ok": len(ok),
                 "pruned": int((part["status"] == "pruned").sum()),
-                "failed": int((~part["status"].isin(["ok", "pruned"])).sum()),
+                "diverged": int((part["status"] == "diverged").sum()),
+                "failed": int((~part["status"].isin(["ok", "pruned", "diverged"])).sum()),
                 "tuning_seconds": float(part["wall_seconds"].fillna(0).sum()),
                 "best_value": best,
             }

@@ -140,6 +140,8 @@ def design(rows: pd.DataFrame) -> Design:
         blocks = ["tuning_block"] if compared["tuning_block"].fillna("").nunique() > 1 else []
         return Design(compared, "tuning_arm", blocks, True, trials)
     keys = [k for k in swept_keys(rows) if k != "seed"]
+    if "experiment" in rows and rows["experiment"].nunique() > 1 and "experiment" not in keys:
+        keys.insert(0, "experiment")  # several experiments swept together: each is a block
     arm = "strategy" if "strategy" in keys or not keys else keys[-1]
     return Design(rows, arm, [k for k in keys if k != arm], False, trials)
 

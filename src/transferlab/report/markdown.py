@@ -261,7 +261,17 @@ def _tuning(analysis: Analysis) -> list[str]:
     out["chosen hyperparameters"] = [_chosen(analysis, r) for _, r in out.iterrows()]
     out["best value"] = [_num(v, 4) for v in out["best_value"]]
     out["tuning s"] = [f"{v:.0f}" for v in out["tuning_seconds"]]
-    columns = ["arm", "trials", "ok", "pruned", "failed", "best value", "tuning s", "chosen hyperparameters"]
+    columns = [
+        "arm",
+        "trials",
+        "ok",
+        "pruned",
+        "diverged",
+        "failed",
+        "best value",
+        "tuning s",
+        "chosen hyperparameters",
+    ]
     if out["block"].nunique() > 1:
         columns.insert(0, "block")
     return [
@@ -291,12 +301,20 @@ def _value(value: object) -> str:
 
 
 def _failed(rows: pd.DataFrame, design) -> list[str]:
+    """Diverged jobs (the settings blew training up) apart from failed ones (something broke)."""
     failed = rows[~rows["status"].isin(["ok", "pruned"])]
     if failed.empty:
         return []
     trial = failed.get("tuning_phase", pd.Series(index=failed.index, dtype=object)) == "trial"
+    diverged = failed["status"] == "diverged"
+    sections = (
+        ("Diverged jobs", failed[~trial & diverged]),
+        ("Failed jobs", failed[~trial & ~diverged]),
+        ("Diverged tuning trials", failed[trial & diverged]),
+        ("Failed tuning trials", failed[trial & ~diverged]),
+    )
     lines = []
-    for title, part in (("Failed jobs", failed[~trial]), ("Failed tuning trials", failed[trial])):
+    for title, part in sections:
         if part.empty:
             continue
         lines += ["", f"## {title}", ""]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
@@ -27,8 +28,9 @@ from transferlab.backbones import Backbone
 from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
 from transferlab.core.atomic import remove_temporaries
 from transferlab.core.config import without_search_space
-from transferlab.core.errors import TransferlabError, TrialPruned, did_you_mean, instantiate
+from transferlab.core.errors import DivergedError, TransferlabError, TrialPruned, did_you_mean, instantiate
 from transferlab.core.faults import crash_point
+from transferlab.core.schema import check as check_config
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.features import CachedFeatures
 from transferlab.data.image_folder import in_loky_worker
@@ -76,6 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir).resolve()
     record = _base_record(cfg, out)
     try:
+        check_config(cfg)
         _check_output_dir(out)
         with RunLock(out) if is_rank_zero() else contextlib.nullcontext():
             plan = plan_start(cfg, out, record["config"])
@@ -164,6 +167,10 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         record["status"] = "ok"
         if trainer.is_global_zero:
             report_run(trainer, record, out)
+    except DivergedError as exc:  # not success, and not a crash either: the settings made training blow up
+        record.update(status="diverged", error=str(exc), diverged=exc.details)
+    except MisconfigurationException as exc:  # Lightning refused a setting: its words, without the traceback
+        record.update(status="failed", error=f"Lightning refused the configuration: {exc}")
     except TransferlabError as exc:
         record.update(status="failed", error=str(exc))
     except TrialPruned as exc:  # the tuner stopped a hopeless trial: not a failure

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,17 +55,25 @@ def plan_start(cfg: DictConfig, out: Path, config: dict[str, Any]) -> StartPlan:
     """Decide how the run starts in `out`; raise `TransferlabError` when it must not."""
     previous = _previous(out)
     attempts = [*previous.get("attempts", []), _attempt(previous)] if previous else []
-    if cfg.get("ckpt_path"):
-        if cfg.get("resume"):
-            raise TransferlabError(
-                "resume=true and ckpt_path are both set; resume=true continues this directory's own last "
-                "checkpoint, ckpt_path starts a new run from another one: use one of them."
-            )
-        return StartPlan(
-            checkpoint=str(checked_checkpoint(cfg, _checkpoint_file(cfg.ckpt_path), "ckpt_path"))
+    if cfg.get("ckpt_path") and cfg.get("resume"):
+        raise TransferlabError(
+            "resume=true and ckpt_path are both set; resume=true continues this directory's own last "
+            "checkpoint, ckpt_path starts a new run from another one: use one of them."
         )
     if not cfg.get("resume"):
-        return StartPlan()
+        checkpoint = _checkpoint_file(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+        if checkpoint is not None:
+            checked_checkpoint(cfg, checkpoint, "ckpt_path")
+        held = [name for name in RUN_FILES if (out / name).exists()]
+        if held and not cfg.get("overwrite"):
+            raise TransferlabError(
+                f"{out} already holds a run ({', '.join(held)}); continue it with resume=true, write elsewhere "
+                "(another hydra.run.dir), or pass overwrite=true to move the old files aside (never deleted)."
+            )
+        if held:
+            aside = move_aside(out, held)
+            log.warning("overwrite=true: the earlier run's files were moved to %s.", aside)
+        return StartPlan(checkpoint=str(checkpoint) if checkpoint else None)
     if previous:
         changes = config_changes(previous.get("config") or {}, config)
         if changes:
@@ -86,6 +95,25 @@ def plan_start(cfg: DictConfig, out: Path, config: dict[str, Any]) -> StartPlan:
         return StartPlan(attempts=attempts)
     log.info("Resuming from %s", last)
     return StartPlan(checkpoint=str(checked_checkpoint(cfg, last, "resume=true")), attempts=attempts)
+
+
+RUN_FILES = (
+    "results.json",
+    "checkpoints",
+    "csv",
+    "backbone.safetensors",
+    "backbone.json",
+    "head.safetensors",
+)
+
+
+def move_aside(out: Path, names: list[str]) -> Path:
+    """Move an earlier run's files into `<out>/.replaced-<time>/` (hidden from reports, never deleted)."""
+    aside = out / f".replaced-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside.mkdir(parents=True)
+    for name in names:
+        os.replace(out / name, aside / name)
+    return aside
 
 
 def _previous(out: Path) -> dict[str, Any] | None:

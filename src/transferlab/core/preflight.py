@@ -1,0 +1,203 @@
+"""Catch a mistake before Hydra starts: before it creates a run directory, before any job of a sweep.
+
+`python -m transferlab.train ARGS` first composes the config(s) ARGS ask for, checks every job's
+config against the schema, and checks the output directory; a mistake ends the command with one line
+naming the key, the value and the fix, and nothing on disk changes. Hydra's own errors (an unknown key
+or option, a grammar mistake) are translated to one line too. With HYDRA_FULL_ERROR=1 nothing is
+intercepted: Hydra and Python report as usual, tracebacks included.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.core.errors import TransferlabError, did_you_mean
+from transferlab.core.schema import check
+
+JOBS_CHECKED = 200  # a sweep's first jobs are checked up front; each job checks itself again
+RUN_FILES = ("results.json", "checkpoints", "csv", "backbone.safetensors")
+SKIP = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--version",
+)
+
+
+def preflight(argv: list[str]) -> None:
+    """Raise `TransferlabError` (one line) if the command would fail or harm earlier work."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a in SKIP or a.startswith("--cfg") for a in argv):
+        return
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides, config_dir = _overrides(argv)
+    if config_dir:
+        overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
+    jobs = _jobs(overrides) if multirun else [overrides]
+    for job in jobs[:JOBS_CHECKED]:
+        cfg = _compose(job)
+        check(cfg)
+        if not multirun:
+            _check_run_dir(cfg)
+    if multirun:
+        _check_sweep_dir(_compose(jobs[0]))
+
+
+def _overrides(argv: list[str]) -> tuple[list[str], str | None]:
+    overrides, config_dir, skip_next = [], None, False
+    for i, arg in enumerate(argv):
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in (
+            "--config-dir",
+            "-cd",
+            "--config-path",
+            "-cp",
+            "--config-name",
+            "-cn",
+            "--experimental-rerun",
+        ):
+            if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+                config_dir = argv[i + 1]
+            skip_next = True
+        elif arg.startswith("--config-dir="):
+            config_dir = arg.split("=", 1)[1]
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, config_dir
+
+
+def _jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs a basic sweep would launch (discrete sweeps expanded; tuner intervals left to the job)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise TransferlabError(_first_line(exc)) from None
+    fixed, sweeps = [], []
+    for o in parsed:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            fixed.append(o.input_line)
+        elif o.is_discrete_sweep():
+            sweeps.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+    return [[*fixed, *combo] for combo in itertools.islice(itertools.product(*sweeps), JOBS_CHECKED)]
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+            return compose("train", overrides=overrides, return_hydra_config=True)
+    except Exception as exc:  # Hydra's composition and grammar errors
+        raise TransferlabError(_translate(exc, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _translate(exc: Exception, overrides: list[str]) -> str:
+    text = _first_line(exc)
+    key = re.search(r"Key '([^']+)' is not in struct", str(exc)) or re.search(
+        r"Could not override '([^']+)'", str(exc)
+    )
+    if key:
+        full = re.search(r"full_key: (\S+)", str(exc))
+        name = full.group(1) if full else key.group(1)
+        parent, _, leaf = name.rpartition(".")
+        try:
+            with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+                base = compose(
+                    "train", overrides=[o for o in overrides if not o.lstrip("+~").startswith(name)]
+                )
+            node = OmegaConf.select(base, parent) if parent else base
+            known = [f"{parent}.{k}" if parent else str(k) for k in (node or {})]
+        except Exception:
+            node, known = {}, []
+        if parent and node is None:  # e.g. callbacks.early_stopping is null unless callbacks=early_stopping
+            group = parent.split(".")[0]
+            defining = [o for o in _options(group) if o in parent.split(".")[1:]]
+            fix = (
+                f"choose {group}={defining[0]}, which sets it"
+                if defining
+                else f"set the whole {parent} first"
+            )
+            return f"{name}: {parent} is null in this config, so it has no key {leaf}; {fix}."
+        hint = did_you_mean(name, known) if known else ""
+        return f"{name}: no such key.{hint} To add a new key, write +{name}=VALUE."
+    missing = re.search(r"Could not find '([^']+)'", str(exc))
+    if missing:
+        group, _, option = missing.group(1).rpartition("/")
+        options = _options(group)
+        hint = did_you_mean(option, options) if options else ""
+        return f"{group}={option}: no such option.{hint} Options: {', '.join(options)}."
+    return text
+
+
+def _options(group: str) -> list[str]:
+    folder = Path(__file__).resolve().parents[1] / "conf" / group
+    return (
+        sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _check_run_dir(cfg: DictConfig) -> None:
+    run_dir = Path(str(cfg.hydra.run.dir)).expanduser()
+    _check_creatable(run_dir, "hydra.run.dir")
+    if cfg.get("resume") or cfg.get("overwrite") or not run_dir.is_dir():
+        return
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found:
+        raise TransferlabError(
+            f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); continue it with resume=true, "
+            "write elsewhere (another hydra.run.dir), or pass overwrite=true to move the old files aside (never deleted)."
+        )
+
+
+def _check_sweep_dir(cfg: DictConfig) -> None:
+    sweep_dir = Path(str(cfg.hydra.sweep.dir)).expanduser()
+    _check_creatable(sweep_dir, "hydra.sweep.dir")
+    if (
+        cfg.get("resume")
+        or cfg.get("overwrite")
+        or "transferlab_optuna" in str(cfg.hydra.sweeper.get("_target_", ""))
+    ):
+        return  # the Optuna sweeper resumes its study from the same directory
+    if sweep_dir.is_dir() and any(sweep_dir.glob("*/results.json")):
+        raise TransferlabError(
+            f"hydra.sweep.dir={sweep_dir} already holds a sweep's jobs; continue it with resume=true (finished jobs "
+            "are skipped), or write elsewhere (another hydra.sweep.dir)."
+        )
+
+
+def _check_creatable(path: Path, key: str) -> None:
+    """Hydra creates the directory before any job code runs: make sure it can, leaving nothing behind."""
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TransferlabError(f"{key}={path}: {existing} is a file, not a folder; choose a directory path.")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".transferlab-probe-", dir=existing))
+    except OSError as exc:
+        raise TransferlabError(
+            f"{key}={path}: cannot create folders in {existing} ({exc.strerror}); choose a folder you can write to."
+        ) from None
