@@ -17,7 +17,7 @@ import time
 import pytorch_lightning as pl
 
 from benchmarks.common import compose_run, emit, workdir
-from transferlab import checkpoint
+from transferlab.run import checkpoint
 from transferlab.run.job import train
 
 STARTED: dict[str, float] = {}

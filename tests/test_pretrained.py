@@ -77,15 +77,15 @@ TARGET = ["experiment=digits_transfer", "trainer.max_epochs=2", "source.override
 
 def test_source_pretraining_is_cached_and_transferred(make_cfg, tmp_path, caplog):
     cfg = make_cfg(*TARGET)
-    first = ensure_source(cfg)
+    first = ensure_source(cfg, run=train)
     assert first["reused"] is False
     export = json.loads(open(f"{first['run_dir']}/backbone.json").read())
     assert export["architecture"] == "simple_cnn" and export["source_classes"] == ["0", "1", "2", "3", "4"]
     with caplog.at_level(logging.INFO):
-        again = ensure_source(make_cfg(*TARGET))
+        again = ensure_source(make_cfg(*TARGET), run=train)
     assert again["reused"] is True and again["run_dir"] == first["run_dir"]
     assert "Reusing source pretraining digits_source" in caplog.text
-    changed = ensure_source(make_cfg(*TARGET[:2], "source.overrides=['trainer.max_epochs=1']"))
+    changed = ensure_source(make_cfg(*TARGET[:2], "source.overrides=['trainer.max_epochs=1']"), run=train)
     assert changed["run_dir"] != first["run_dir"]  # a different source config is a different cache entry
 
     # The target starts from the source weights: features before training equal the source model's.

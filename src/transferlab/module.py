@@ -216,7 +216,10 @@ class TransferModule(pl.LightningModule):
         features = x if self.use_cached_features else self.backbone(x)
         return self.head(features)
 
-    def _step(self, batch: Any, stage: str, metrics: MetricCollection) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(
+        self, batch: Any, stage: str, metrics: MetricCollection
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The task loss, logits and features of one batch; updates the stage's metrics."""
         crash_point(f"{stage}_step")
         x, y = batch
         features = x if self.use_cached_features else self.backbone(x)
@@ -224,14 +227,7 @@ class TransferModule(pl.LightningModule):
         loss = self.criterion(logits, y)
         metrics.update(logits.detach().softmax(dim=-1), y)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=len(y))
-        if stage == "train":  # `train/loss` per step (the contract's name); its epoch mean at the epoch end
-            if self.regularizer is not None:
-                reg = self.regularizer.penalty(self, x, features)
-                self.train_reg.update(reg.detach(), weight=len(y))
-                self.log("train/reg", reg, on_step=True, on_epoch=False, batch_size=len(y))
-                loss = loss + reg
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
-        return loss, logits
+        return loss, logits, features
 
     def _log_epoch(self, stage: str, metrics: MetricCollection) -> None:
         # Logged once per epoch (Lightning computes, syncs across processes and resets them).
@@ -240,38 +236,50 @@ class TransferModule(pl.LightningModule):
         self.log(name, getattr(self, f"{stage}_loss"), prog_bar=stage != "train")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch, "train", self.train_metrics)
-        value = float(loss.detach())
+        task_loss, _, features = self._step(batch, "train", self.train_metrics)
+        loss = task_loss
+        if self.regularizer is not None:
+            reg = self.regularizer.penalty(self, batch[0], features)
+            self.train_reg.update(reg.detach(), weight=len(batch[1]))
+            self.log("train/reg", reg, on_step=True, on_epoch=False, batch_size=len(batch[1]))
+            loss = loss + reg
+        # `train/loss` per step (the contract's name); its epoch mean at the epoch end
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch[1]))
+        self._stop_if_diverged(float(task_loss.detach()), float(loss.detach()))
+        return loss
+
+    def _stop_if_diverged(self, task: float, total: float) -> None:
+        """Raise `DivergedError` when the loss is not finite or the task loss grew far past its first value
+        (a regularizer's penalty may be large by design, so the task loss alone is compared)."""
         first = float(self.first_loss)
-        if math.isnan(first) and math.isfinite(value):
-            self.first_loss.fill_(value)
-            first = value
-        diverged = not math.isfinite(value) or value > DIVERGED_FACTOR * max(first, LOSS_FLOOR)
+        if math.isnan(first) and math.isfinite(task):
+            self.first_loss.fill_(task)
+            first = task
+        diverged = not math.isfinite(total) or task > DIVERGED_FACTOR * max(first, LOSS_FLOOR)
         if self.trainer.world_size > 1:  # every process stops together (one alone would hang the others)
             diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
-        if diverged:
-            lr = (
-                self.trainer.optimizers[0].param_groups[-1]["lr"] if self.trainer.optimizers else float("nan")
-            )
-            what = (
-                f"exploded to {value:.3g} ({value / first:.3g}x its first value {first:.3g})"
-                if math.isfinite(value)
-                else f"became {value}"
-            )
-            raise DivergedError(
-                f"Training diverged: the loss {what} at step {self.global_step} (epoch {self.current_epoch}, learning "
-                f"rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val=1.0.",
-                step=int(self.global_step),
-                learning_rate=float(lr),
-                loss=value,
-            )
-        return loss
+        if not diverged:
+            return
+        lr = self.trainer.optimizers[0].param_groups[-1]["lr"] if self.trainer.optimizers else float("nan")
+        value = task if math.isfinite(total) else total
+        what = (
+            f"exploded to {value:.3g} ({value / first:.3g}x its first value {first:.3g})"
+            if math.isfinite(value)
+            else f"became {value}"
+        )
+        raise DivergedError(
+            f"Training diverged: the loss {what} at step {self.global_step} (epoch {self.current_epoch}, learning "
+            f"rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val=1.0.",
+            step=int(self.global_step),
+            learning_rate=float(lr),
+            loss=value,
+        )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val", self.val_metrics)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        _, logits = self._step(batch, "test", self.test_metrics)
+        _, logits, _ = self._step(batch, "test", self.test_metrics)
         self._test_count += len(batch[1])
         self.confusion.update(logits, batch[1])
 

@@ -132,8 +132,9 @@ def _check_forward(model: torch.nn.Module, name: str, in_chans: int, image_size:
     except Exception as exc:
         hint = _smallest_size(model, in_chans, size)
         use = f"Use dataset.image_size={hint} or larger" if hint else "Use a larger dataset.image_size"
+        fault = "is too small for" if hint and hint > size else "does not fit"
         raise TransferlabError(
-            f"dataset.image_size={size} does not fit backbone '{name}' ({type(exc).__name__}). "
+            f"dataset.image_size={size} {fault} backbone '{name}' ({type(exc).__name__}). "
             f"{use}{'' if name in BUILTINS else ' (or another backbone)'}."
         ) from None
     finally:

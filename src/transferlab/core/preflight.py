@@ -10,6 +10,7 @@ intercepted: Hydra and Python report as usual, tracebacks included.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import tempfile
@@ -18,13 +19,13 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from transferlab.core.config import RUN_FILES, redact, refuse_changed_resume
 from transferlab.core.errors import TransferlabError, did_you_mean
 from transferlab.core.schema import check
 
 JOBS_CHECKED = 200  # a sweep's first jobs are checked up front; each job checks itself again
-RUN_FILES = ("results.json", "checkpoints", "csv", "backbone.safetensors")
 SKIP = (
     "--help",
     "-h",
@@ -39,16 +40,29 @@ SKIP = (
 )
 
 
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
+
+
 def preflight(argv: list[str]) -> None:
     """Raise `TransferlabError` (one line) if the command would fail or harm earlier work."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a in SKIP or a.startswith("--cfg") for a in argv):
         return
+    if any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
+        return  # a DDP rank Lightning started: rank 0 checked this command before it launched the others
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides, config_dir = _overrides(argv)
     if config_dir:
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
-    jobs = _jobs(overrides) if multirun else [overrides]
-    for job in jobs[:JOBS_CHECKED]:
+    jobs = _jobs(overrides)
+    if not multirun and jobs != [overrides]:  # a sweep: fine if the config itself asks for MULTIRUN
+        multirun = str(_compose(jobs[0]).hydra.mode) == "MULTIRUN"
+        if not multirun:
+            sweeps = [o for o in overrides if o not in jobs[0]]
+            raise TransferlabError(
+                f"{sweeps[0]} is a sweep (several values); add -m (--multirun) to run one job per value, "
+                "or give one value."
+            )
+    for job in jobs[:JOBS_CHECKED] if multirun else [overrides]:
         cfg = _compose(job)
         check(cfg)
         if not multirun:
@@ -162,6 +176,10 @@ def _first_line(exc: Exception) -> str:
 def _check_run_dir(cfg: DictConfig) -> None:
     run_dir = Path(str(cfg.hydra.run.dir)).expanduser()
     _check_creatable(run_dir, "hydra.run.dir")
+    if cfg.get("resume") and (run_dir / "results.json").is_file():
+        # Hydra rewrites <run dir>/.hydra/ before the job starts: refuse a resume with other settings first.
+        previous = json.loads((run_dir / "results.json").read_text()).get("config") or {}
+        refuse_changed_resume(previous, _job_config(cfg, run_dir), run_dir.resolve())
     if cfg.get("resume") or cfg.get("overwrite") or not run_dir.is_dir():
         return
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -170,6 +188,15 @@ def _check_run_dir(cfg: DictConfig) -> None:
             f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); continue it with resume=true, "
             "write elsewhere (another hydra.run.dir), or pass overwrite=true to move the old files aside (never deleted)."
         )
+
+
+def _job_config(cfg: DictConfig, run_dir: Path) -> dict:
+    """The resolved config the job in `run_dir` will record (as `results.json` holds it)."""
+    job = cfg.copy()
+    with open_dict(job):
+        job.paths.output_dir = str(run_dir.resolve())
+        del job["hydra"]
+    return redact(OmegaConf.to_container(job, resolve=True))
 
 
 def _check_sweep_dir(cfg: DictConfig) -> None:

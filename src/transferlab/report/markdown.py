@@ -10,6 +10,7 @@ import pandas as pd
 
 from transferlab.report.analysis import Analysis, Block
 from transferlab.report.collect import METRICS, key_name, label
+from transferlab.report.failures import failed_sections
 from transferlab.report.stats import SMALL_N
 
 TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
@@ -33,13 +34,6 @@ def _p(value: float) -> str:
     if value is None or pd.isna(value):
         return "-"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def one_line(error: object) -> str:
-    """An error as one line (type and message), safe inside a markdown table."""
-    text = str(error or "").strip()
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    return first.replace("|", "/")[:300]
 
 
 def render_markdown(analysis: Analysis, rows: pd.DataFrame, sweep_dir: Path, plots: list[Path]) -> str:
@@ -68,7 +62,7 @@ def render_markdown(analysis: Analysis, rows: pd.DataFrame, sweep_dir: Path, plo
     lines += _tuning(analysis)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    lines += _failed(rows, design)
+    lines += failed_sections(rows, design)
     lines += _method(analysis)
     lines += [
         "",
@@ -298,31 +292,6 @@ def _value(value: object) -> str:
     if isinstance(value, float) and not math.isnan(value):
         return f"{value:.3g}"
     return label(value)
-
-
-def _failed(rows: pd.DataFrame, design) -> list[str]:
-    """Diverged jobs (the settings blew training up) apart from failed ones (something broke)."""
-    failed = rows[~rows["status"].isin(["ok", "pruned"])]
-    if failed.empty:
-        return []
-    trial = failed.get("tuning_phase", pd.Series(index=failed.index, dtype=object)) == "trial"
-    diverged = failed["status"] == "diverged"
-    sections = (
-        ("Diverged jobs", failed[~trial & diverged]),
-        ("Failed jobs", failed[~trial & ~diverged]),
-        ("Diverged tuning trials", failed[trial & diverged]),
-        ("Failed tuning trials", failed[trial & ~diverged]),
-    )
-    lines = []
-    for title, part in sections:
-        if part.empty:
-            continue
-        lines += ["", f"## {title}", ""]
-        for _, r in part.iterrows():
-            lines.append(
-                f"- job {r['job']} ({key_name(design.arm)} {label(r.get(design.arm))}), {r['status']}: {one_line(r['error'])} (full record: {r['job']}/results.json)"
-            )
-    return lines
 
 
 def _method(analysis: Analysis) -> list[str]:

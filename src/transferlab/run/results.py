@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from transferlab.core.atomic import atomic_open
+from transferlab.core.config import redact
 
 RESULTS_FILE = "results.json"
 PACKAGES = (
@@ -33,7 +34,6 @@ PACKAGES = (
     "peft",
     "safetensors",
 )
-SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -75,27 +75,6 @@ def peak_memory_mb() -> float:
         return torch.cuda.max_memory_allocated() / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-def redact(value: Any) -> Any:
-    """Replace values of secret-looking keys and any secret from the environment by '***'."""
-    secrets = [
-        v for k, v in os.environ.items() if any(m in k.upper() for m in SECRET_MARKERS) and len(v) >= 6
-    ]
-
-    def walk(obj: Any, key: str = "") -> Any:
-        if isinstance(obj, dict):
-            return {k: walk(v, str(k)) for k, v in obj.items()}
-        if isinstance(obj, list | tuple):
-            return [walk(v, key) for v in obj]
-        if isinstance(obj, str):
-            if any(m in key.upper() for m in SECRET_MARKERS) and obj:
-                return "***"
-            for secret in secrets:
-                obj = obj.replace(secret, "***")
-        return obj
-
-    return walk(value)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:

@@ -12,34 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from transferlab.core.config import RUN_FILES, refuse_changed_resume
 from transferlab.core.errors import TransferlabError
 from transferlab.run.results import RESULTS_FILE, read_results
+from transferlab.run.runtime import is_rank_zero
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-# Keys a resumed run may change: where things are written, how they are shown, how long it trains.
-MAY_CHANGE = (
-    "resume",
-    "ckpt_path",
-    "overwrite",
-    "paths.",
-    "logger.",
-    "callbacks.",
-    "trainer.max_epochs",
-    "trainer.max_steps",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "trainer.default_root_dir",
-    "dataset.num_workers",
-    "dataset.pin_memory",
-    "dataset.persistent_workers",
-    "dataset.multiprocessing_context",
-)
 
 
 @dataclass
@@ -64,7 +46,8 @@ def plan_start(cfg: DictConfig, out: Path, config: dict[str, Any]) -> StartPlan:
         checkpoint = _checkpoint_file(cfg.ckpt_path) if cfg.get("ckpt_path") else None
         if checkpoint is not None:
             checked_checkpoint(cfg, checkpoint, "ckpt_path")
-        held = [name for name in RUN_FILES if (out / name).exists()]
+        # DDP: ranks Lightning starts later find rank 0's files; only rank 0 decides about them
+        held = [name for name in RUN_FILES if (out / name).exists()] if is_rank_zero() else []
         if held and not cfg.get("overwrite"):
             raise TransferlabError(
                 f"{out} already holds a run ({', '.join(held)}); continue it with resume=true, write elsewhere "
@@ -75,12 +58,7 @@ def plan_start(cfg: DictConfig, out: Path, config: dict[str, Any]) -> StartPlan:
             log.warning("overwrite=true: the earlier run's files were moved to %s.", aside)
         return StartPlan(checkpoint=str(checkpoint) if checkpoint else None)
     if previous:
-        changes = config_changes(previous.get("config") or {}, config)
-        if changes:
-            raise TransferlabError(
-                f"resume=true, but {out} holds a run with other settings: {'; '.join(changes)}. Resume with the "
-                "settings it was started with (trainer.max_epochs may grow), or give this run its own directory."
-            )
+        refuse_changed_resume(previous.get("config") or {}, config, out)
     last = out / LAST_CHECKPOINT
     if previous and previous.get("status") == "ok" and _same_length(previous.get("config") or {}, config):
         log.info("Skipping %s: already finished (status ok). Remove results.json to run it again.", out)
@@ -95,16 +73,6 @@ def plan_start(cfg: DictConfig, out: Path, config: dict[str, Any]) -> StartPlan:
         return StartPlan(attempts=attempts)
     log.info("Resuming from %s", last)
     return StartPlan(checkpoint=str(checked_checkpoint(cfg, last, "resume=true")), attempts=attempts)
-
-
-RUN_FILES = (
-    "results.json",
-    "checkpoints",
-    "csv",
-    "backbone.safetensors",
-    "backbone.json",
-    "head.safetensors",
-)
 
 
 def move_aside(out: Path, names: list[str]) -> Path:
@@ -144,36 +112,6 @@ def _attempt(record: dict[str, Any]) -> dict[str, Any]:
 def _same_length(before: dict[str, Any], now: dict[str, Any]) -> bool:
     trainer_before, trainer_now = before.get("trainer") or {}, now.get("trainer") or {}
     return all(trainer_before.get(k) == trainer_now.get(k) for k in ("max_epochs", "max_steps"))
-
-
-def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for every setting that differs, except those a resumed run may change (and
-    trainer.max_epochs / max_steps may only grow)."""
-    old = _flat(before)
-    new = _flat(now)
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if a == b:
-            continue
-        if key in ("trainer.max_epochs", "trainer.max_steps") and _grows(a, b):
-            continue
-        if key.startswith(MAY_CHANGE) and key not in ("trainer.max_epochs", "trainer.max_steps"):
-            continue
-        changes.append(f"{key}: {a} -> {b}")
-    return changes
-
-
-def _grows(a: Any, b: Any) -> bool:
-    try:
-        return b == -1 or (a != -1 and b >= a)
-    except TypeError:
-        return False
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    records = pd.json_normalize(config, sep=".").to_dict("records")
-    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in (records[0] if records else {}).items()}
 
 
 def _checkpoint_file(spec: str | os.PathLike) -> Path:
