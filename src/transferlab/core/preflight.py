@@ -19,6 +19,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.core.config import RUN_FILES, redact, refuse_changed_resume
@@ -55,7 +56,7 @@ def preflight(argv: list[str]) -> None:
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     jobs = _jobs(overrides)
     if not multirun and jobs != [overrides]:  # a sweep: fine if the config itself asks for MULTIRUN
-        multirun = str(_compose(jobs[0]).hydra.mode) == "MULTIRUN"
+        multirun = _compose(jobs[0]).hydra.mode == RunMode.MULTIRUN
         if not multirun:
             sweeps = [o for o in overrides if o not in jobs[0]]
             raise TransferlabError(

@@ -54,8 +54,12 @@ class Manifest:
         self._prefix = str(self.root) + os.sep
         name = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         self.path = Path(cache_dir) / f"{self.root.name}-{name}.tsv" if cache_dir else None
-        self.lock = _Lock(str(self.path) + ".lock") if self.path else contextlib.nullcontext()
         self.read = 0  # files whose bytes this manifest read (0 on a warm start)
+
+    @property
+    def lock(self) -> contextlib.AbstractContextManager:
+        """A lock on the cache file, made on use (the manifest is pickled to DDP ranks; a lock is not)."""
+        return _Lock(str(self.path) + ".lock") if self.path else contextlib.nullcontext()
 
     def digests(
         self, files: Sequence[Path], verify: str = "full", hash: str = "content"

@@ -13,9 +13,9 @@ _WHERE = {
     "main": "cli",
     "METRICS": "collect",
     "load_rows": "collect",
-    "build_wandb_report": "wandb_report",
-    "wandb_groups": "wandb_report",
-    "wandb_report": "wandb_report",
+    "build_wandb_report": "wandb_views",
+    "wandb_groups": "wandb_views",
+    "wandb_report": "wandb_views",
 }
 __all__ = sorted(_WHERE)
 

@@ -128,6 +128,6 @@ def main(argv: list[str] | None = None) -> None:
     print((report.sweep_dir / "report.md").read_text())
     print("Wrote: " + ", ".join(p.name for p in report.files))
     if args.wandb:
-        from transferlab.report.wandb_report import wandb_report
+        from transferlab.report.wandb_views import wandb_report
 
         print(wandb_report(report, entity=args.entity))
