@@ -56,15 +56,20 @@ def create_backbone(
     return Backbone(model, name, stages, num_features, data_config, kwargs=kwargs, weights=weights)
 
 
-def _build(name: str, in_chans: int, image_size: int | None, kwargs: dict[str, Any]) -> torch.nn.Module:
-    if name in BUILTINS:
-        return BUILTINS[name](in_chans=in_chans, image_size=image_size or 32, **kwargs)
-    if not timm.is_model(name):
+def check_name(name: str) -> None:
+    """Raise `TransferlabError` with the closest names unless `name` is a built-in or a timm model."""
+    if name not in BUILTINS and not timm.is_model(name):
         choices = list(BUILTINS) + timm.list_models()
         raise TransferlabError(
             f"Unknown backbone '{name}' (backbone.name).{did_you_mean(name, choices)} "
             "Any timm model works: see timm.list_models('*pattern*')."
         )
+
+
+def _build(name: str, in_chans: int, image_size: int | None, kwargs: dict[str, Any]) -> torch.nn.Module:
+    if name in BUILTINS:
+        return BUILTINS[name](in_chans=in_chans, image_size=image_size or 32, **kwargs)
+    check_name(name)
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
     except TypeError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
 class TransferlabError(Exception):
@@ -33,7 +34,22 @@ def instantiate(config, *args, **kwargs):
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
-        raise
+        raise TransferlabError(_instantiation_message(config, exc)) from exc
+
+
+def _instantiation_message(config: Any, exc: Exception) -> str:
+    """Which config node could not be built, and why, in one line."""
+    key = config._get_full_key(None) if hasattr(config, "_get_full_key") else ""
+    target = config.get("_target_") if hasattr(config, "get") else None
+    where = key or str(target)
+    if "Error locating target" in str(exc):
+        return (
+            f"{where}._target_={target}: no such class or function; check its spelling "
+            "(HYDRA_FULL_ERROR=1 shows the import error)."
+        )
+    cause = exc.__cause__ or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"{where} could not be built from its config: {type(cause).__name__}: {' '.join(lines)[:500]}"
 
 
 class DivergedError(TransferlabError):

@@ -66,6 +66,7 @@ def preflight(argv: list[str]) -> None:
     for job in jobs[:JOBS_CHECKED] if multirun else [overrides]:
         cfg = _compose(job)
         check(cfg)
+        _check_references(cfg)
         if not multirun:
             _check_run_dir(cfg)
     if multirun:
@@ -99,10 +100,16 @@ def _overrides(argv: list[str]) -> tuple[list[str], str | None]:
 
 def _jobs(overrides: list[str]) -> list[list[str]]:
     """The jobs a basic sweep would launch (discrete sweeps expanded; tuner intervals left to the job)."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as exc:
-        raise TransferlabError(_first_line(exc)) from None
+    parser = OverridesParser.create()
+    for override in overrides:  # one at a time, to name the one Hydra's grammar refuses
+        try:
+            parser.parse_overrides([override])
+        except Exception as exc:
+            raise TransferlabError(
+                f"{override}: Hydra cannot parse this override ({_reason(exc)}); quote a value with special "
+                "characters, e.g. key='a,b', and write lists as key=[1,2]."
+            ) from None
+    parsed = parser.parse_overrides(overrides)
     fixed, sweeps = [], []
     for o in parsed:
         key = o.get_key_element()
@@ -169,9 +176,40 @@ def _options(group: str) -> list[str]:
     )
 
 
+def _reason(exc: Exception) -> str:
+    """Hydra's grammar complaint without the repeated override."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith("Error parsing override")]
+    return (reasons or lines or [type(exc).__name__])[0]
+
+
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def _check_references(cfg: DictConfig) -> None:
+    """The folders, files and model names the config points at (before Hydra creates a directory)."""
+    dataset = cfg.dataset
+    if str(dataset.get("_target_", "")).endswith("ImageFolderDataModule"):
+        if not Path(str(dataset.root)).expanduser().is_dir():
+            raise TransferlabError(
+                f"dataset.root={dataset.root}: no such directory; give a folder holding train/<class>/ images "
+                "(and test/<class>/)."
+            )
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and not Path(str(ckpt)).expanduser().exists():
+        raise TransferlabError(
+            f"ckpt_path={ckpt}: no such file or directory; give a .ckpt file or a run directory "
+            "(its checkpoints/last.ckpt is used)."
+        )
+    from transferlab.backbones.factory import check_name
+    from transferlab.backbones.weights import resolve_weights_path
+
+    pretrained = cfg.backbone.get("pretrained")
+    if isinstance(pretrained, str) and pretrained.lower() not in ("source", "", "true", "false"):
+        resolve_weights_path(pretrained)
+    check_name(str(cfg.backbone.name))
 
 
 def _check_run_dir(cfg: DictConfig) -> None:

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferlab.core.errors import TransferlabError
 
 SEED_MAX = 2**32 - 1  # numpy's seed range
 Probability = Field(ge=0.0, le=1.0)
+# Lightning's accepted values (lightning_fabric.connector._PRECISION_INPUT; a test keeps them equal)
+PRECISIONS = Literal[
+    64, 32, 16, "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+    "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16",
+]  # fmt: skip
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+VALIDATION_METRICS = ("val/acc", "val/loss", "val/f1_macro", "val/ece", "val/acc_top5", "val/acc_best")
+MISSING = "???"
 
 
 class ConfigError(TransferlabError):
@@ -69,11 +78,12 @@ class Dataset(_Group):
     @model_validator(mode="after")
     def fits_in_memory(self) -> Dataset:
         batch = max(self.batch_size, self.eval_batch_size or 0)
+        which = "batch_size" if batch == self.batch_size else "eval_batch_size"
         needed = batch * 3 * self.image_size**2 * 4 * 20  # input floats, x20 for a CNN's activations
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if needed > available:
             raise ValueError(
-                f"dataset.image_size={self.image_size} with batches of {batch}: one batch needs about "
+                f"dataset.image_size={self.image_size} with dataset.{which}={batch}: one batch needs about "
                 f"{needed / 2**30:.0f} GiB, this machine has {available / 2**30:.0f} GiB; use a smaller image_size "
                 "or batch_size"
             )
@@ -81,11 +91,12 @@ class Dataset(_Group):
 
 
 class Trainer(_Group):
+    accelerator: Any = "auto"
     max_epochs: int = Field(ge=-1)
     min_epochs: int | None = Field(default=None, ge=0)
-    devices: int | str | list[int]
+    devices: Any = "auto"
     num_nodes: int = Field(ge=1)
-    precision: int | str
+    precision: PRECISIONS
     log_every_n_steps: int = Field(ge=1)
     check_val_every_n_epoch: int | None = Field(default=None, ge=1)
     accumulate_grad_batches: int = Field(ge=1)
@@ -94,8 +105,8 @@ class Trainer(_Group):
     limit_val_batches: int | float | None = Field(default=None, ge=0)
     limit_test_batches: int | float | None = Field(default=None, ge=0)
     num_sanity_val_steps: int = Field(ge=-1)
-    deterministic: bool | str
-    fast_dev_run: bool | int
+    deterministic: bool | Literal["warn"]
+    fast_dev_run: bool | Annotated[int, Field(ge=0)]
 
     @field_validator("max_epochs")
     @classmethod
@@ -103,6 +114,30 @@ class Trainer(_Group):
         if value == 0:
             raise ValueError("must be at least 1 (or -1: until stopped)")
         return value
+
+    @field_validator("accelerator")
+    @classmethod
+    def known_accelerator(cls, value: Any) -> Any:
+        if isinstance(value, dict) or value in ACCELERATORS:  # a dict: an Accelerator to instantiate
+            return value
+        raise ValueError(f"must be one of {', '.join(ACCELERATORS)}")
+
+    @field_validator("devices")
+    @classmethod
+    def device_count(cls, value: Any) -> Any:
+        """Lightning's forms: a count >= 1, -1 (all), 'auto', '0,1' (indices) or a list of indices."""
+        if isinstance(value, bool):
+            raise ValueError("must be a count >= 1, -1 (all), auto, or a list of device indices")
+        if isinstance(value, int) and (value >= 1 or value == -1):
+            return value
+        if isinstance(value, str) and (
+            value == "auto" or value.lstrip("-").isdigit() and int(value) in (-1, *range(1, 10**6)) or
+            all(p.strip().isdigit() for p in value.split(",")) and "," in value
+        ):  # fmt: skip
+            return value
+        if isinstance(value, list) and value and all(isinstance(i, int) and i >= 0 for i in value):
+            return value
+        raise ValueError("must be a count >= 1, -1 (all), auto, or a list of device indices")
 
 
 class Optimizer(_Group):
@@ -195,6 +230,7 @@ class Report(_Group):
 
 class Run(_Group):
     seed: int = Field(ge=0, le=SEED_MAX)
+    optimized_metric: str = "val/acc"
     optimized_mode: Literal["max", "min"]
     test: bool
     resume: bool
@@ -211,6 +247,19 @@ class Run(_Group):
     tuning: Tuning | None = None
     report: Report | None = None
 
+    @field_validator("optimized_metric")
+    @classmethod
+    def validation_only(cls, name: str) -> str:
+        """Model selection and tuning look at validation metrics only."""
+        if name.startswith("test/"):
+            raise ValueError(
+                "is a test metric: selecting on it leaks the test set into the result; use the validation "
+                f"metric, optimized_metric=val/{name.removeprefix('test/')}"
+            )
+        if not name.startswith("val/"):
+            raise ValueError(f"is not a validation metric; use one of {', '.join(VALIDATION_METRICS)}")
+        return name
+
 
 def check(cfg: DictConfig) -> None:
     """Raise `ConfigError` naming every value its key does not allow (one line each)."""
@@ -219,11 +268,26 @@ def check(cfg: DictConfig) -> None:
     if isinstance(paths, DictConfig) and OmegaConf.is_interpolation(paths, "output_dir"):
         with open_dict(cfg):  # ${hydra:runtime.output_dir} resolves only inside a Hydra job
             cfg.paths.output_dir = "<run directory>"
-    data = {k: _resolved(cfg, k) for k in Run.model_fields if k in cfg}
+    keys = [k for k in Run.model_fields if k in cfg]
+    missing = [m for k in keys for m in _missing(OmegaConf.to_container(cfg, resolve=False).get(k), k)]
+    if missing:
+        raise ConfigError(" ".join(f"{m} is required (it has no default): set {m}=VALUE." for m in missing))
+    try:
+        data = {k: _resolved(cfg, k) for k in keys}
+    except OmegaConfBaseException as exc:  # an interpolation that points nowhere, e.g. ${nope}
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{getattr(exc, 'full_key', None) or 'config'}: {first}.") from None
     try:
         Run.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(" ".join(_line(e, data) for e in exc.errors())) from None
+        raise ConfigError(" ".join(_lines(exc, data, cfg))) from None
+
+
+def _missing(node: Any, key: str) -> list[str]:
+    """The keys under `key` whose value is Hydra's mandatory '???'."""
+    if isinstance(node, dict):
+        return [m for k, v in node.items() for m in _missing(v, f"{key}.{k}")]
+    return [key] if node == MISSING else []
 
 
 def _resolved(cfg: DictConfig, key: str) -> Any:
@@ -231,25 +295,54 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def _line(error: dict[str, Any], data: dict[str, Any]) -> str:
-    path = [p for p in error["loc"] if p not in ("[key]",)]
-    key = ".".join(str(p) for p in path)
-    value = data
-    for part in path:
-        value = (
-            value.get(part)
-            if isinstance(value, dict)
-            else (
-                value[part]
-                if isinstance(value, list | tuple) and isinstance(part, int) and part < len(value)
-                else None
-            )
-        )
-    message = _explain(error)
-    if message.startswith("dataset.image_size="):  # the relation's own sentence names the keys
-        return message + "."
-    shown = "" if isinstance(value, dict) else f"={_show(value)}"
-    return f"{key}{shown}: {message}."
+def _lines(exc: ValidationError, data: dict[str, Any], cfg: DictConfig) -> list[str]:
+    """One line per key: a union's several complaints about one value become one sentence."""
+    found: dict[str, tuple[Any, list[str]]] = {}
+    for error in exc.errors():
+        path, value, too_short = _key_path(error["loc"], data)
+        message = "has too few values" if too_short and error["type"] == "missing" else _explain(error)
+        found.setdefault(".".join(map(str, path)), (value, []))[1].append(message)
+    lines = []
+    for key, (value, messages) in found.items():
+        if len(found) > 1 and _interpolated(cfg, key):
+            continue  # e.g. dataset.seed=${seed}: the key it copies is named already
+        distinct = list(dict.fromkeys(messages))
+        if "must be a number" in distinct and "must be a whole number" in distinct:
+            distinct.remove("must be a whole number")
+        message = "must be " + " or ".join(m.removeprefix("must be ") for m in distinct)
+        message = message if all(m.startswith("must be ") for m in distinct) else "; ".join(distinct)
+        if message.startswith("dataset.image_size="):  # the relation's own sentence names the keys
+            lines.append(message + ".")
+            continue
+        shown = "" if isinstance(value, dict) else f"={_show(value)}"
+        lines.append(f"{key}{shown}: {message}.")
+    return lines
+
+
+def _key_path(loc: tuple, data: dict[str, Any]) -> tuple[list, Any, bool]:
+    """The config key an error is about (pydantic adds union member names to `loc`), its value, and
+    whether the location points past the end of a list (too few values)."""
+    path, value = [], data
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list | tuple) and isinstance(part, int):
+            if part >= len(value):
+                return path, value, True
+            value = value[part]
+        else:
+            break
+        path.append(part)
+    return path, value, False
+
+
+def _interpolated(cfg: DictConfig, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    try:
+        return isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, leaf)
+    except Exception:
+        return False
 
 
 def _explain(error: dict[str, Any]) -> str:

