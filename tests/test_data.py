@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,39 @@ def test_corrupt_image_is_named(image_folder):
 def test_unknown_class_suggests(image_folder):
     with pytest.raises(TransferlabError, match=r"Did you mean cat"):
         dm(image_folder, classes=["cta"])
+
+
+def test_data_checks_warn_in_clear_words_and_are_recorded(tmp_path, caplog):
+    """Test lacking a class, too few images for samples_per_class, the same image in two splits."""
+    import logging
+    import shutil
+
+    root = write_image_folder(
+        tmp_path / "imgs", classes=("cat", "dog", "fox"), per_class=6, test_per_class=2, size=16
+    )
+    shutil.rmtree(root / "test" / "fox")
+    leaked = sorted((root / "train" / "cat").iterdir())[0]
+    shutil.copy(leaked, root / "test" / "cat" / "copy-of-a-training-image.png")
+    (root / "train" / "dog" / "dog_000.png").unlink()  # dog keeps 5 training images
+    with caplog.at_level(logging.WARNING):
+        module = dm(root, samples_per_class=6, val_fraction=0.2)
+    assert module.test_missing_classes == ["fox"]
+    assert module.duplicates_across_splits == 1
+    described = module.describe()
+    assert described["test_missing_classes"] == ["fox"] and described["duplicates_across_splits"] == 1
+    text = caplog.text
+    assert "no images of class(es) ['fox']" in text
+    assert "1 image(s) appear (same content) in more than one of train/val/test" in text
+    assert "dataset.samples_per_class=6 is more than" in text and "dog:" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"classes": ["cat"]}, "a classifier needs at least 2"),
+        ({"samples_per_class": 0}, "dataset.samples_per_class=0 must be at least 1"),
+    ],
+)
+def test_data_mistakes_are_errors(image_folder, kwargs, message):
+    with pytest.raises(TransferlabError, match=re.escape(message)):
+        dm(image_folder, **kwargs)

@@ -352,3 +352,24 @@ def test_accepted_values_run_to_an_honest_status(lr, dropout, smoothing, clip, w
     record = train(compose_cfg(out / "run", [*BASE, "callbacks=minimal", *overrides]))
     assert record["status"] in ("ok", "diverged"), record["error"]
     assert "traceback" not in record
+
+
+def files(root: Path) -> dict[Path, bytes]:
+    """A run's files and bytes (the directory's lock file is not part of the run)."""
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_run_is_never_overwritten_and_overwrite_moves_it_aside(tmp_path):
+    out = tmp_path / "run"
+    quick = [*BASE, "trainer.max_epochs=1", "callbacks=minimal"]
+    assert train(compose_cfg(out, quick))["status"] == "ok"
+    before = files(out)
+    refused = train(compose_cfg(out, quick))
+    assert refused["status"] == "failed" and "already holds a run" in refused["error"]
+    assert files(out) == before
+    again = train(compose_cfg(out, [*quick, "overwrite=true"]))
+    assert again["status"] == "ok"
+    (aside,) = out.glob(".replaced-*")
+    assert files(aside) == before  # moved, byte for byte, never deleted
+    first = json.loads(before[Path("results.json")])
+    assert json.loads((out / "results.json").read_text())["started_at"] > first["started_at"]
