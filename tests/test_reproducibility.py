@@ -40,7 +40,8 @@ def test_two_seeded_runs_are_bit_identical(make_cfg, tmp_path):
 @pytest.mark.slow
 def test_sweep_resume_skips_finished_jobs(tmp_path):
     good = write_image_folder(tmp_path / "good")
-    late = tmp_path / "late"  # missing on the first attempt
+    late = tmp_path / "late"  # empty on the first attempt: that job fails
+    late.mkdir()
     args = [
         "-m",
         "dataset=image_folder",

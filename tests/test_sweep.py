@@ -127,16 +127,17 @@ def test_wandb_runs_are_grouped_by_sweep_and_strategy(tiny_sweep, monkeypatch):
 def test_failing_job_is_isolated_and_reported(tmp_path):
     out, sweep = run_sweep(
         tmp_path,
-        "backbone.name=simple_cnn,resnet1",
+        "backbone=simple_cnn,vit_tiny",
+        "dataset.image_size=8",  # digits' own size; too small for a vision transformer's 16-pixel patches
         "dataset.classes=[0,1,2]",
         "trainer.max_epochs=1",
         expect=1,
     )
     assert "1 job(s) failed: 1" in out.stderr
     statuses = {r["backbone"]: r["status"] for r in results(sweep)}
-    assert statuses == {"simple_cnn": "ok", "resnet1": "failed"}
+    assert statuses == {"simple_cnn": "ok", "vit_tiny_patch16_224": "failed"}
     report = (sweep / "report.md").read_text()
-    assert "## Failed jobs" in report and "Unknown backbone 'resnet1'" in report
+    assert "## Failed jobs" in report and "dataset.image_size=8 is too small for backbone" in report
     assert "simple_cnn" in report
 
 

@@ -84,7 +84,8 @@ def test_failed_run_records_the_error(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
-    """Two runs started together get their own directories; a failing one exits 1 with a one-line error."""
+    """Two runs started together get their own directories; a refused one exits 2 with a one-line error
+    before Hydra creates its directory."""
     args = ["debug=fast", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"]
     procs = [
         subprocess.Popen(
@@ -103,9 +104,9 @@ def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
     assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
 
     bad = run_cli("backbone.name=resnet1", f"hydra.run.dir={tmp_path / 'bad'}", cwd=REPO)
-    assert bad.returncode == 1
-    assert "error: Unknown backbone 'resnet1'" in bad.stderr and "Traceback" not in bad.stderr
-    assert json.loads((tmp_path / "bad" / "results.json").read_text())["status"] == "failed"
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: Unknown backbone 'resnet1'") and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
