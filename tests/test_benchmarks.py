@@ -62,6 +62,8 @@ def test_partial_prefix_cache_benchmark():
         "1",
         "--warmup",
         "0",
+        "--arms",
+        "cached,uncached",
     ]
     result = run_benchmark("partial_prefix_cache", *args)
     assert result["speedup"]["median"] > 0 and result["prefix_cache"]["enabled"]

@@ -182,26 +182,6 @@ def test_ddp_jobs_inside_a_multirun_spawn_their_ranks(tmp_path):
     assert "start_method=spawn" in (sweep / "0" / "train.log").read_text()
 
 
-def test_demo_pretrains_tunes_compares_and_reports(tmp_path):
-    out = run_cli(
-        "strategy=full,scratch",
-        "tuning.n_trials=1",
-        "tuning.final_seeds=[100,101]",
-        "trainer.max_epochs=2",
-        "source.overrides=['trainer.max_epochs=2']",
-        cwd=REPO,
-        module="transferlab.demo",
-        env={"TRANSFERLAB_OUTPUTS": str(tmp_path)},
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "Source task digits_source (digits 0-4)" in out.stdout
-    assert "<- no transfer (random init)" in out.stdout and "each strategy tuned equally" in out.stdout
-    assert "tuning.n_trials=30" in out.stdout  # the command for the paper-grade budget
-    (report,) = tmp_path.glob("tuned_comparison/multiruns/*/report.md")
-    assert f"Report: {report}" in out.stdout
-    assert "Tuned: every arm was tuned with the same budget (1 Optuna trials each" in report.read_text()
-
-
 def test_data_size_sweep_is_reported_against_data_size(tmp_path):
     _, sweep = run_sweep(
         tmp_path,

@@ -75,20 +75,26 @@ def trial_records(sweep: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_tuned_comparison_tunes_on_validation_and_tests_fresh_seeds_once(tmp_path):
-    sweep = tmp_path / "sweep"
+def test_demo_tunes_on_validation_and_tests_fresh_seeds_once(tmp_path):
+    """`make demo` (experiment=tuned_comparison): source pretraining, every arm tuned equally on validation,
+    the best of each re-run on fresh seeds and tested once, one report."""
     out = run_cli(
-        "experiment=tuned_comparison",
-        "strategy=linear_probe,full",
+        "strategy=linear_probe,scratch",
         "tuning.n_trials=2",
         "tuning.final_seeds=[100,101]",
         "trainer.max_epochs=2",
         "source.overrides=['trainer.max_epochs=2']",
-        f"hydra.sweep.dir={sweep}",
-        *QUIET,
         cwd=REPO,
+        module="transferlab.demo",
+        env={"TRANSFERLAB_OUTPUTS": str(tmp_path)},
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Source task digits_source (digits 0-4)" in out.stdout
+    assert "<- no transfer (random init)" in out.stdout and "each strategy tuned equally" in out.stdout
+    assert "tuning.n_trials=30" in out.stdout  # the command for the paper-grade budget
+    (sweep,) = (p.parent for p in tmp_path.glob("tuned_comparison/multiruns/*/report.md"))
+    assert f"Report: {sweep / 'report.md'}" in out.stdout
+
     records = trial_records(sweep)
     trials = [r for r in records if r["tuning"]["phase"] == "trial"]
     finals = [r for r in records if r["tuning"]["phase"] == "final"]
@@ -97,7 +103,7 @@ def test_tuned_comparison_tunes_on_validation_and_tests_fresh_seeds_once(tmp_pat
         assert r["seed"] == 0 and not any(k.startswith("test/") for k in r["metrics"])
         assert r["objective"]["name"] == "val/acc" and r["config"]["test"] is False
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    for arm in ("linear_probe", "full"):
+    for arm in ("linear_probe", "scratch"):
         entry = results["arms"][f"tuned_comparison/{arm}"]
         ok = [r for r in trials if r["tuning"]["arm"] == arm and r["status"] == "ok"]
         assert entry["best_value"] == pytest.approx(max(r["objective"]["value"] for r in ok))
@@ -111,7 +117,7 @@ def test_tuned_comparison_tunes_on_validation_and_tests_fresh_seeds_once(tmp_pat
     assert "Tuned: every arm was tuned with the same budget (2 Optuna trials each" in report
     assert "## Tuning (validation only; part of each arm's cost)" in report and "optimizer.lr=" in report
     comparison = pd.read_csv(sweep / "comparison.csv")
-    assert sorted(comparison["arm"]) == ["full", "linear_probe"] and set(comparison["n"]) == {2}
+    assert sorted(comparison["arm"]) == ["linear_probe", "scratch"] and set(comparison["n"]) == {2}
     assert (sweep / "tuning_progress.png").stat().st_size > 1000
 
 
