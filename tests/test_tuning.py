@@ -49,8 +49,8 @@ def test_task_function_returns_the_selected_validation_metric(make_cfg, tmp_path
 @pytest.mark.parametrize(
     ("metric", "message"),
     [
-        ("test/acc", "optimized_metric=test/acc is a test metric"),
-        ("test/loss", "Use the validation metric, optimized_metric=val/loss"),
+        ("test/acc", "optimized_metric=test/acc: is a test metric"),
+        ("test/loss", "use the validation metric, optimized_metric=val/loss"),
         ("train/loss", "is not a validation metric"),
         ("val/accuracy", "is never logged. Did you mean val/acc"),
     ],

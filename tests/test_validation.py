@@ -314,7 +314,7 @@ VALUES = st.one_of(
 
 
 @settings(
-    max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
 )
 @given(
     key=st.sampled_from([*DEFAULT_KEYS, "callbacks.model_checkpoint.save_top_k", *STRATEGY_KEYS.values()]),
