@@ -61,7 +61,7 @@ def test_partial_prefix_cache_benchmark():
         "--repeats",
         "1",
         "--warmup",
-        "0",
+        "1",  # a second round: each repetition needs its own run directory
         "--arms",
         "cached,uncached",
     ]
