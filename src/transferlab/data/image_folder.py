@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
@@ -265,11 +266,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
             raise TransferlabError(
                 f"dataset.val_fraction={self.val_fraction} must be between 0 and 1 when {self.root} has no val/ folder."
             )
-        labels = [y for _, y in pool]
-        try:
-            train, val = train_test_split(
-                pool, test_size=self.val_fraction, stratify=labels, random_state=self.seed
+        labels = np.fromiter((y for _, y in pool), dtype=np.int64, count=len(pool))
+        try:  # on indices: the same split as on the samples, without sklearn's checks of a Python list
+            train_at, val_at = train_test_split(
+                np.arange(len(pool)), test_size=self.val_fraction, stratify=labels, random_state=self.seed
             )
+            train, val = [pool[i] for i in train_at], [pool[i] for i in val_at]
         except ValueError as exc:
             raise TransferlabError(
                 f"Cannot hold out dataset.val_fraction={self.val_fraction} of {len(pool)} training images per class "

@@ -71,19 +71,20 @@ class Manifest:
             raise TransferlabError(f"dataset.hash={hash} must be one of {', '.join(HASH_MODES)}.")
         level = VERIFY_LEVELS[verify]
         stats = {f: os.stat(f) for f in files}
+        keys = {f: self._key(f) for f in files}
         entries = self._load()
-        todo = [f for f in files if not _fresh(entries.get(self._key(f)), stats[f], level, hash)]
+        todo = [f for f in files if not _fresh(entries.get(keys[f]), stats[f], level, hash)]
         if todo:
             with self.lock:  # parallel jobs: one reads, the others find its entries
                 entries = self._load()
-                todo = [f for f in files if not _fresh(entries.get(self._key(f)), stats[f], level, hash)]
+                todo = [f for f in files if not _fresh(entries.get(keys[f]), stats[f], level, hash)]
                 if todo:
                     for f, entry in zip(todo, self._inspect(todo, stats, level, hash), strict=True):
-                        entries[self._key(f)] = entry
+                        entries[keys[f]] = entry
                     self._save(entries)
         out = {}
         for f in files:
-            entry = entries[self._key(f)]
+            entry = entries[keys[f]]
             out[f] = bytes.fromhex(entry.sha256) if hash == "content" else _stat_digest(entry)
         return out
 
