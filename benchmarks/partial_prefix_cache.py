@@ -45,9 +45,8 @@ def arm(name: str, root: Path, epochs: int, backbone: str, image_size: int) -> d
         "seed=0",
         f"paths.cache_dir={root / 'cache'}",
     ]
-    cfg = compose_run(
-        Path(tempfile.mkdtemp(prefix=f"{name}-run-", dir=root)), overrides
-    )  # one per repetition
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-run-", dir=root))  # one per repetition
+    cfg = compose_run(run_dir, overrides)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # libraries loaded, nothing trained
     record = train(cfg)
     assert record["status"] == "ok", record["error"]
