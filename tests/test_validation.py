@@ -17,8 +17,8 @@ from pydantic import BaseModel
 
 from transferlab.core import schema
 from transferlab.core.errors import TransferlabError
-from transferlab.core.preflight import preflight
 from transferlab.run.job import train
+from transferlab.run.preflight import preflight
 from transferlab.train import main
 
 from .conftest import REPO, compose_cfg, run_cli, write_image_folder
@@ -151,11 +151,16 @@ REFUSED = [
 ]
 
 
+def files(root: Path) -> dict[Path, bytes]:
+    """A run's files and bytes (the directory's lock file is not part of the run)."""
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
 def tree_digest(root: Path) -> str:
-    """Every file's path and bytes under `root` (hidden ones too)."""
+    """One sha256 over every file's path and bytes under `root`."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for path, data in sorted(files(root).items()):
+        digest.update(str(path).encode() + b"\0" + data)
     return digest.hexdigest()
 
 
@@ -360,11 +365,6 @@ def test_accepted_values_run_to_an_honest_status(lr, dropout, smoothing, clip, w
     record = train(compose_cfg(out / "run", [*BASE, "callbacks=minimal", *overrides]))
     assert record["status"] in ("ok", "diverged"), record["error"]
     assert "traceback" not in record
-
-
-def files(root: Path) -> dict[Path, bytes]:
-    """A run's files and bytes (the directory's lock file is not part of the run)."""
-    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
 
 
 def test_a_run_is_never_overwritten_and_overwrite_moves_it_aside(tmp_path):

@@ -27,7 +27,7 @@ def main() -> None:
     """Console script `transferlab-train`: every job's config is checked, and the output directory,
     before Hydra starts (a mistake is one line, and nothing on disk changes)."""
     from transferlab.core.errors import TransferlabError
-    from transferlab.core.preflight import preflight
+    from transferlab.run.preflight import preflight
 
     try:
         preflight(sys.argv[1:])

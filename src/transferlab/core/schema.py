@@ -269,7 +269,8 @@ def check(cfg: DictConfig) -> None:
         with open_dict(cfg):  # ${hydra:runtime.output_dir} resolves only inside a Hydra job
             cfg.paths.output_dir = "<run directory>"
     keys = [k for k in Run.model_fields if k in cfg]
-    missing = [m for k in keys for m in _missing(OmegaConf.to_container(cfg, resolve=False).get(k), k)]
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    missing = [m for k in keys for m in _missing(raw.get(k), k)]
     if missing:
         raise ConfigError(" ".join(f"{m} is required (it has no default): set {m}=VALUE." for m in missing))
     try:

@@ -55,22 +55,23 @@ def preflight(argv: list[str]) -> None:
     if config_dir:
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     jobs = _jobs(overrides)
+    first = _compose(jobs[0])
     if not multirun and jobs != [overrides]:  # a sweep: fine if the config itself asks for MULTIRUN
-        multirun = _compose(jobs[0]).hydra.mode == RunMode.MULTIRUN
+        multirun = first.hydra.mode == RunMode.MULTIRUN
         if not multirun:
             sweeps = [o for o in overrides if o not in jobs[0]]
             raise TransferlabError(
                 f"{sweeps[0]} is a sweep (several values); add -m (--multirun) to run one job per value, "
                 "or give one value."
             )
-    for job in jobs[:JOBS_CHECKED] if multirun else [overrides]:
-        cfg = _compose(job)
+    for i, job in enumerate(jobs[:JOBS_CHECKED]):  # a single run: jobs == [overrides]
+        cfg = first if i == 0 else _compose(job)
         check(cfg)
         _check_references(cfg)
         if not multirun:
             _check_run_dir(cfg)
     if multirun:
-        _check_sweep_dir(_compose(jobs[0]))
+        _check_sweep_dir(first)
 
 
 def _overrides(argv: list[str]) -> tuple[list[str], str | None]:
@@ -170,10 +171,12 @@ def _translate(exc: Exception, overrides: list[str]) -> str:
 
 
 def _options(group: str) -> list[str]:
-    folder = Path(__file__).resolve().parents[1] / "conf" / group
-    return (
-        sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
-    )
+    """The options of a config group, as Hydra's config loader lists them (internal `_base` ones left out)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="transferlab.conf", version_base="1.3"):
+        options = GlobalHydra.instance().config_loader().get_group_options(group)
+    GlobalHydra.instance().clear()
+    return sorted(o for o in options if not o.startswith("_"))
 
 
 def _reason(exc: Exception) -> str:
