@@ -171,6 +171,24 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
     assert build_report(sweep).rows["status"].tolist() == ["ok"]
 
 
+def test_ray_launcher_runs_the_sweep_on_a_local_ray_cluster(tmp_path):
+    """hydra/launcher=ray (Hydra's Ray launcher plugin): Ray starts a local cluster and runs each job in a
+    Ray worker process; results and the report are the same as with any launcher."""
+    out, sweep = run_sweep(
+        tmp_path,
+        "hydra/launcher=ray",
+        "+hydra.launcher.ray.init.num_cpus=2",
+        "debug=fast",
+        "strategy=linear_probe,full",
+    )
+    jobs = results(sweep)
+    assert [(r["status"], r["strategy"]) for r in jobs] == [("ok", "linear_probe"), ("ok", "full")]
+    for job in jobs:  # Ray prefixes what its task workers print with the task and the worker's pid
+        assert f"(_run_job pid={job['pid']})" in out.stdout + out.stderr
+    rows = build_report(sweep).rows
+    assert sorted(rows["strategy"]) == ["full", "linear_probe"] and set(rows["status"]) == {"ok"}
+
+
 def test_ddp_jobs_inside_a_multirun_spawn_their_ranks(tmp_path):
     """Lightning's script launcher would re-run the whole sweep per rank; inside -m ranks are spawned."""
     out, sweep = run_sweep(
