@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,42 @@ def test_a_truncated_image_added_after_the_manifest_is_caught(tmp_path):
     (root / "train" / "dog" / "late.png").write_bytes(good[: len(good) // 2])
     with pytest.raises(TransferlabError, match=r"Corrupt image .*late\.png"):
         folder_module(root, tmp_path / "m").setup()
+
+
+def _setup_reads(root: str, cache: str) -> tuple[int, str]:
+    module = folder_module(Path(root), Path(cache))
+    module.setup()
+    return module.manifest.read, module.split_hash("train")
+
+
+def test_concurrent_jobs_read_the_data_once_between_them(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(4, mp_context=context) as pool:
+        done = list(pool.map(_setup_reads, [str(root)] * 4, [str(tmp_path / "m")] * 4))
+    assert sum(read for read, _ in done) == 36 + 12  # the first holds the lock and reads; the rest find it
+    assert len({split_hash for _, split_hash in done}) == 1
+
+
+def test_the_manifest_keeps_what_other_selections_read_and_survives_damage(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    cache = tmp_path / "m"
+    two = folder_module(root, cache, classes=["fox", "cat"])
+    two.setup()
+    assert two.manifest.read == 2 * (12 + 4)
+    every = folder_module(root, cache)
+    every.setup()
+    assert every.manifest.read == 12 + 4  # only the dog images are new
+    again = folder_module(root, cache, classes=["fox", "cat"])
+    again.setup()
+    assert again.manifest.read == 0 and again.split_hash("test") == two.split_hash("test")
+    again.manifest.path.write_bytes(b"not a manifest")
+    damaged = folder_module(root, cache)
+    damaged.setup()  # a warning, then the data is read again and the manifest rewritten
+    assert damaged.manifest.read == 48 and damaged.split_hash("train") == every.split_hash("train")
+    rebuilt = folder_module(root, cache)
+    rebuilt.setup()
+    assert rebuilt.manifest.read == 0
 
 
 def pixels(dataset) -> Counter:

@@ -10,10 +10,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from transferlab.core.errors import TransferlabError, did_you_mean
-from transferlab.data.image_folder import ImageFolderDataModule
+from transferlab.data.image_folder import ImageFolderDataModule, digest_rows
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
@@ -97,10 +98,10 @@ class HFDataModule(ImageFolderDataModule):
         image = self._data[split][row][self.image_key]
         return image.convert("RGB")
 
-    def digests(self, keys: list[Any]) -> dict[Any, bytes]:
+    def digests(self, keys: list[Any]) -> np.ndarray:
         """Arrow fingerprints (content of the source files) with the row: no image is read."""
         fingerprints = {split: data._fingerprint for split, data in self._data.items()}
-        return {k: hashlib.sha256(f"{fingerprints[k[0]]}|{k[1]}".encode()).digest() for k in keys}
+        return digest_rows(hashlib.sha256(f"{fingerprints[k[0]]}|{k[1]}".encode()).digest() for k in keys)
 
     def relative(self, key: Any) -> str:
         """`<split>/<class>/<file>` as for image folders when the rows came from files, else `<split>/<row>`."""

@@ -6,15 +6,13 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 from transferlab.core.errors import TransferlabError, did_you_mean
@@ -90,11 +88,11 @@ def _image_files(directory: str) -> list[str]:
     files, folders = [], [directory]
     while folders:
         with os.scandir(folders.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir():
-                    folders.append(entry.path)
-                elif entry.name.lower().endswith(IMG_EXTENSIONS) and entry.is_file():
+            for entry in entries:  # the name first: no call to is_dir for the (many) images
+                if entry.name.lower().endswith(IMG_EXTENSIONS) and entry.is_file():
                     files.append(entry.path)
+                elif entry.is_dir():
+                    folders.append(entry.path)
     return files
 
 
@@ -158,7 +156,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.class_names: list[str] = []
         self.test_missing_classes: list[str] = []
         self.duplicates_across_splits: int | None = None
-        self._digests: dict[Path, bytes] = {}
+        self._digests: dict[str, np.ndarray] = {}  # split -> a digest row per sample
         self._split_hashes: dict[str, str] = {}
 
     # ----------------------------------------------------------------- set-up
@@ -196,14 +194,22 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 self.test_missing_classes,
             )
 
+        labels = np.fromiter((y for _, y in pool), np.int64, len(pool))
         val_classes = self.scan("val", required=False)
         if val_classes is not None:
             val = [(k, index[c]) for c in self.class_names for k in val_classes.get(c, [])]
+            held = np.zeros(len(pool), bool)
         else:
-            pool, val = self._stratified_split(pool)
-        train_samples = self._subsample(pool)
-        self._digests = self.digests([k for k, _ in train_samples + val + test])
+            val, held = [], self._hold_out(labels)
+        used = np.flatnonzero(held | self._subsample(labels, ~held))  # in scan order: the same files
+        pool, held = [pool[i] for i in used], held[used]  # are asked of the manifest whatever the seed
+        digests = self.digests([k for k, _ in pool + val + test])
+        pool_digests, val_digests, test_digests = np.split(digests, [len(pool), len(pool) + len(val)])
+        if val_classes is None:
+            val, val_digests = [pool[i] for i in np.flatnonzero(held)], pool_digests[held]
+        train_samples = [pool[i] for i in np.flatnonzero(~held)]
         self.splits = {"train": train_samples, "val": val, "test": test}
+        self._digests = {"train": pool_digests[~held], "val": val_digests, "test": test_digests}
         self.duplicates_across_splits = self._count_duplicates_across_splits()
         log.info(
             "Data %s: %d classes, train %d, val %d, test %d images",
@@ -228,8 +234,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def read(self, key: Any) -> Image.Image:
         return read_file(key)
 
-    def digests(self, keys: list[Any]) -> dict[Any, bytes]:
-        """A digest per image (content, or size and mtime), from the manifest: only changes are read."""
+    def digests(self, keys: list[Any]) -> np.ndarray:
+        """A digest row per image, in order (uint8: the content's sha256, or size and mtime), from the
+        manifest: only changes are read."""
         return self.manifest.digests(keys, self.verify, self.hash)
 
     def relative(self, key: Any) -> str:
@@ -261,38 +268,44 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         return list(self.requested_classes)
 
-    def _stratified_split(self, pool: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    def _hold_out(self, labels: np.ndarray) -> np.ndarray:
+        """The seeded stratified validation split, as a mask over `labels`: round(val_fraction x n) of
+        each class's n images (at least one, and at least one left to train on), drawn at random.
+
+        Numpy rather than scikit-learn's `train_test_split`, whose input checks alone (an entry-point
+        scan per process) cost more than listing ten thousand files.
+        """
         if not 0.0 < self.val_fraction < 1.0:
             raise TransferlabError(
                 f"dataset.val_fraction={self.val_fraction} must be between 0 and 1 when {self.root} has no val/ folder."
             )
-        labels = np.fromiter((y for _, y in pool), dtype=np.int64, count=len(pool))
-        try:  # on indices: the same split as on the samples, without sklearn's checks of a Python list
-            train_at, val_at = train_test_split(
-                np.arange(len(pool)), test_size=self.val_fraction, stratify=labels, random_state=self.seed
-            )
-            train, val = [pool[i] for i in train_at], [pool[i] for i in val_at]
-        except ValueError as exc:
-            raise TransferlabError(
-                f"Cannot hold out dataset.val_fraction={self.val_fraction} of {len(pool)} training images per class "
-                f"({exc}); add images, change val_fraction, or provide {self.root}/val/."
-            ) from None
-        return sorted(train, key=_key), sorted(val, key=_key)
+        rng = np.random.default_rng(self.seed)
+        held = np.zeros(len(labels), bool)
+        for label, members in enumerate(_members(labels, np.ones(len(labels), bool), self.num_classes)):
+            if len(members) < 2:
+                raise TransferlabError(
+                    f"Cannot hold out dataset.val_fraction={self.val_fraction} of class {self.class_names[label]!r}: "
+                    f"it has {len(members)} training image(s) in {self.where('train')}; add images, or provide "
+                    f"{self.root}/val/."
+                )
+            count = min(max(1, round(self.val_fraction * len(members))), len(members) - 1)
+            held[rng.choice(members, count, replace=False)] = True
+        return held
 
-    def _subsample(self, pool: list[Sample]) -> list[Sample]:
+    def _subsample(self, labels: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        """The training images kept, as a mask: `samples_per_class` seeded draws per class among `eligible`."""
         if self.samples_per_class is None:
-            return pool
+            return eligible
         if int(self.samples_per_class) < 1:
             raise TransferlabError(
                 f"dataset.samples_per_class={self.samples_per_class} must be at least 1, or null for all images."
             )
-        rng = random.Random(self.seed)
-        kept, short = [], {}
-        for label in range(len(self.class_names)):
-            members = [s for s in pool if s[1] == label]
+        rng = np.random.default_rng(self.seed)
+        kept, short = np.zeros(len(labels), bool), {}
+        for label, members in enumerate(_members(labels, eligible, self.num_classes)):
             if len(members) < self.samples_per_class:
                 short[self.class_names[label]] = len(members)
-            kept += rng.sample(members, min(len(members), self.samples_per_class))
+            kept[rng.choice(members, min(len(members), self.samples_per_class), replace=False)] = True
         if short:
             log.warning(
                 "dataset.samples_per_class=%d is more than %d class(es) have for training; all of their images are "
@@ -301,18 +314,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 len(short),
                 ", ".join(f"{c}: {n}" for c, n in short.items()),
             )
-        return sorted(kept, key=_key)
+        return kept
 
     def _count_duplicates_across_splits(self) -> int | None:
         """Images whose content appears in more than one of train/val/test (data leakage); None without
         content hashes (dataset.hash=stat)."""
         if self.hash != "content":
             return None
-        seen: dict[bytes, set[str]] = {}
-        for split, samples in self.splits.items():
-            for key, _ in samples:
-                seen.setdefault(self._digests[key], set()).add(split)
-        shared = sum(1 for splits in seen.values() if len(splits) > 1)
+        distinct = [np.unique(_rows_as_values(d)) for d in self._digests.values()]
+        _, splits_per_content = np.unique(np.concatenate(distinct), return_counts=True)
+        shared = int((splits_per_content > 1).sum())
         if shared:
             log.warning(
                 "%d image(s) appear (same content) in more than one of train/val/test: the test can measure "
@@ -366,9 +377,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         mtime with dataset.hash=stat); computed once per split."""
         if split not in self._split_hashes:
             digest = hashlib.sha256()
-            for key, label in self.splits[split]:
-                digest.update(f"{self.relative(key)}|{label}|".encode())
-                digest.update(self._digests[key])
+            digest.update("\n".join(f"{self.relative(k)}|{y}" for k, y in self.splits[split]).encode())
+            digest.update(np.ascontiguousarray(self._digests[split]).tobytes())
             self._split_hashes[split] = digest.hexdigest()
         return self._split_hashes[split]
 
@@ -390,5 +400,21 @@ class ImageFolderDataModule(pl.LightningDataModule):
         }
 
 
-def _key(sample: Sample) -> tuple[str, int]:
-    return (str(sample[0]), sample[1])
+def _members(labels: np.ndarray, mask: np.ndarray, classes: int) -> list[np.ndarray]:
+    """For each label 0..classes-1, the positions where `mask` holds and `labels` has it, in order."""
+    at = np.flatnonzero(mask)
+    at = at[np.argsort(labels[at], kind="stable")]
+    return np.split(at, np.cumsum(np.bincount(labels[at], minlength=classes))[:-1])
+
+
+def _rows_as_values(digests: np.ndarray) -> np.ndarray:
+    """Each row of a (n, bytes) uint8 array as one comparable value."""
+    rows = np.ascontiguousarray(digests)
+    return rows.view(f"V{rows.shape[1]}").ravel() if len(rows) else np.empty(0, "V1")
+
+
+def digest_rows(digests: Iterable[bytes]) -> np.ndarray:
+    """Equal-length digests as the rows of a uint8 array (what `digests` returns)."""
+    joined = list(digests)
+    width = len(joined[0]) if joined else 32
+    return np.frombuffer(b"".join(joined), np.uint8).reshape(-1, width)

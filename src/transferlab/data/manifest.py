@@ -1,10 +1,11 @@
 """What is known about every file of a dataset root, so a run does not read the data again to set up.
 
 One manifest per root, under `paths.cache_dir/manifests/`: for each file its size, mtime (ns), content
-sha256 and how far it was verified as an image. Setting up a split is then one `stat` per file: a file
-whose size and mtime match its entry is not opened. New or changed files are read, hashed and verified
-in parallel threads (I/O-bound), with a progress bar, and the manifest is updated atomically under a
-`filelock`, so a hundred sweep jobs starting together read the data once between them.
+sha256 and how far it was verified as an image, as columns in one `.npz` file (loaded in milliseconds,
+compared as arrays). Setting up a split is then one `stat` per file: a file whose size and mtime match
+its entry is not opened. New or changed files are read, hashed and verified in parallel threads
+(I/O-bound), with a progress bar, and the manifest is updated atomically under a `filelock`, so a
+hundred sweep jobs starting together read the data once between them.
 
 `hash="content"` hashes the bytes (provenance survives copies and touches); `hash="stat"` uses size and
 mtime only (no read at all, for huge datasets: a touched file counts as changed). `verify="full"` decodes
@@ -18,11 +19,13 @@ import hashlib
 import io
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 from PIL import Image
 from rich.progress import Progress
@@ -33,16 +36,51 @@ from transferlab.core.errors import TransferlabError
 log = logging.getLogger(__name__)
 VERIFY_LEVELS = {"none": 0, "header": 1, "full": 2}
 HASH_MODES = ("content", "stat")
-FORMAT = "transferlab-manifest 1"
+FORMAT = 2  # stored in the file; another number is ignored (read again)
 PROGRESS_FROM = 2000  # files to read before a progress bar is worth showing
 
 
 @dataclass
-class Entry:
-    size: int
-    mtime_ns: int
-    sha256: str  # "" until the content was read
-    verified: int  # VERIFY_LEVELS value reached
+class Columns:
+    """Manifest entries as columns, row i describing `keys[i]` (a path relative to the root)."""
+
+    keys: list[str]
+    size: np.ndarray  # int64
+    mtime_ns: np.ndarray  # int64
+    sha256: np.ndarray  # (n, 32) uint8; zeros until the content was read
+    verified: np.ndarray  # uint8, the VERIFY_LEVELS value reached
+    hashed: np.ndarray  # bool, whether sha256 holds the content's hash
+
+    @classmethod
+    def empty(cls, n: int = 0) -> Columns:
+        return cls(
+            [""] * n,
+            np.zeros(n, np.int64),
+            np.zeros(n, np.int64),
+            np.zeros((n, 32), np.uint8),
+            np.zeros(n, np.uint8),
+            np.zeros(n, bool),
+        )
+
+    def take(self, rows: np.ndarray) -> Columns:
+        return Columns(
+            [self.keys[i] for i in rows],
+            self.size[rows],
+            self.mtime_ns[rows],
+            self.sha256[rows],
+            self.verified[rows],
+            self.hashed[rows],
+        )
+
+    def then(self, other: Columns) -> Columns:
+        """These rows followed by `other`'s."""
+        return Columns(
+            self.keys + other.keys,
+            *(np.concatenate([a, b]) for a, b in zip(self.arrays(), other.arrays(), strict=True)),
+        )
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.size, self.mtime_ns, self.sha256, self.verified, self.hashed
 
 
 class Manifest:
@@ -53,7 +91,7 @@ class Manifest:
         self.root = Path(root).resolve()
         self._prefix = str(self.root) + os.sep
         name = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
-        self.path = Path(cache_dir) / f"{self.root.name}-{name}.tsv" if cache_dir else None
+        self.path = Path(cache_dir) / f"{self.root.name}-{name}.npz" if cache_dir else None
         self.read = 0  # files whose bytes this manifest read (0 on a warm start)
 
     @property
@@ -61,89 +99,129 @@ class Manifest:
         """A lock on the cache file, made on use (the manifest is pickled to DDP ranks; a lock is not)."""
         return _Lock(str(self.path) + ".lock") if self.path else contextlib.nullcontext()
 
-    def digests(
-        self, files: Sequence[Path], verify: str = "full", hash: str = "content"
-    ) -> dict[Path, bytes]:
-        """A digest per file (content or size+mtime), after reading only what changed since last time."""
+    def digests(self, files: Sequence[str], verify: str = "full", hash: str = "content") -> np.ndarray:
+        """One digest row per file, in order: the content's sha256 (32 bytes) or its size and mtime (16
+        bytes), after reading only the files that changed since the manifest last saw them."""
         if verify not in VERIFY_LEVELS:
             raise TransferlabError(f"dataset.verify={verify} must be one of {', '.join(VERIFY_LEVELS)}.")
         if hash not in HASH_MODES:
             raise TransferlabError(f"dataset.hash={hash} must be one of {', '.join(HASH_MODES)}.")
+        files = [str(f) for f in files]
+        stats = [os.stat(f) for f in files]  # the one system call per file a warm start costs
+        now = Columns.empty(len(files))
+        skip = len(self._prefix)  # keys: paths relative to the root
+        now.keys = [f[skip:] if f.startswith(self._prefix) else self._key(f) for f in files]
+        now.size[:] = [st.st_size for st in stats]
+        now.mtime_ns[:] = [st.st_mtime_ns for st in stats]
         level = VERIFY_LEVELS[verify]
-        stats = {f: os.stat(f) for f in files}
-        keys = {f: self._key(f) for f in files}
-        entries = self._load()
-        todo = [f for f in files if not _fresh(entries.get(keys[f]), stats[f], level, hash)]
-        if todo:
+        stored = self._load()
+        todo = _recall(stored, now, level, hash)
+        if len(todo):
             with self.lock:  # parallel jobs: one reads, the others find its entries
-                entries = self._load()
-                todo = [f for f in files if not _fresh(entries.get(keys[f]), stats[f], level, hash)]
-                if todo:
-                    for f, entry in zip(todo, self._inspect(todo, stats, level, hash), strict=True):
-                        entries[keys[f]] = entry
-                    self._save(entries)
-        out = {}
-        for f in files:
-            entry = entries[keys[f]]
-            out[f] = bytes.fromhex(entry.sha256) if hash == "content" else _stat_digest(entry)
-        return out
+                stored = self._load()
+                todo = _recall(stored, now, level, hash)
+                if len(todo):
+                    self._inspect([files[i] for i in todo], now, todo, level, hash)
+                    self._save(now.then(stored.take(_rows_not_in(stored, now))))
+        if hash == "content":
+            return now.sha256
+        return np.stack([now.size, now.mtime_ns], axis=1).view(np.uint8)
 
-    def _key(self, path: str | Path) -> str:
-        path = str(path)
-        prefix = self._prefix
-        return path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, self.root)
+    def _key(self, path: str) -> str:
+        return os.path.relpath(path, self.root)
 
-    def _inspect(self, files: list[Path], stats: dict, level: int, hash: str) -> list[Entry]:
-        def one(path: str | Path) -> Entry:
-            st = stats[path]
-            read = hash == "content" or level == VERIFY_LEVELS["full"]
+    def _inspect(self, files: list[str], now: Columns, rows: np.ndarray, level: int, hash: str) -> None:
+        """Read, verify and hash `files` (rows `rows` of `now`) in parallel threads; fill their entries."""
+        read = hash == "content" or level == VERIFY_LEVELS["full"]
+
+        def one(path: str) -> bytes | None:
             data = Path(path).read_bytes() if read else None
             _verify(path, data, level)
-            sha = hashlib.sha256(data).hexdigest() if hash == "content" and data is not None else ""
-            return Entry(st.st_size, st.st_mtime_ns, sha, level)
+            return hashlib.sha256(data).digest() if hash == "content" and data is not None else None
 
-        self.read += len(files)
+        self.read += len(files) if read else 0
         workers = min(32, 4 * (os.cpu_count() or 1))
         with ThreadPoolExecutor(workers) as pool:
             if len(files) < PROGRESS_FROM:
-                return list(pool.map(one, files))
-            with Progress(transient=True) as progress:
-                task = progress.add_task(
-                    f"Reading {len(files)} new or changed files of {self.root}", total=len(files)
-                )
-                results = []
-                for entry in pool.map(one, files):
-                    results.append(entry)
-                    progress.advance(task)
-                return results
+                digests = list(pool.map(one, files))
+            else:
+                with Progress(transient=True) as progress:
+                    task = progress.add_task(
+                        f"Reading {len(files)} new or changed files of {self.root}", total=len(files)
+                    )
+                    digests = []
+                    for digest in pool.map(one, files):
+                        digests.append(digest)
+                        progress.advance(task)
+        now.verified[rows] = np.maximum(now.verified[rows], level)
+        if hash == "content":
+            now.sha256[rows] = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 32)
+            now.hashed[rows] = True
 
-    def _load(self) -> dict[str, Entry]:
+    def _load(self) -> Columns:
         if self.path is None or not self.path.is_file():
-            return {}
-        with open(self.path) as f:
-            if f.readline().rstrip("\n") != FORMAT:
-                return {}
-            entries = {}
-            for line in f:
-                key, size, mtime, sha, verified = line.rstrip("\n").split("\t")
-                entries[key] = Entry(int(size), int(mtime), sha, int(verified))
-        return entries
+            return Columns.empty()
+        try:
+            with np.load(self.path) as z:
+                if int(z["format"]) != FORMAT:
+                    return Columns.empty()
+                keys = z["keys"].tobytes().decode().split("\n") if len(z["size"]) else []
+                return Columns(keys, z["size"], z["mtime_ns"], z["sha256"], z["verified"], z["hashed"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # damaged: read the data again
+            log.warning("Ignoring the unreadable data manifest %s (%s).", self.path, exc)
+            return Columns.empty()
 
-    def _save(self, entries: dict[str, Entry]) -> None:
+    def _save(self, columns: Columns) -> None:
         if self.path is None:
             return
+        keys = np.frombuffer("\n".join(columns.keys).encode(), np.uint8)
         try:
-            with atomic_open(self.path, "w") as f:
-                f.write(FORMAT + "\n")
-                for key in sorted(entries):
-                    e = entries[key]
-                    f.write(f"{key}\t{e.size}\t{e.mtime_ns}\t{e.sha256}\t{e.verified}\n")
+            with atomic_open(self.path, "wb") as f:
+                np.savez(
+                    f,
+                    format=np.array(FORMAT),
+                    keys=keys,
+                    size=columns.size,
+                    mtime_ns=columns.mtime_ns,
+                    sha256=columns.sha256,
+                    verified=columns.verified,
+                    hashed=columns.hashed,
+                )
         except OSError as exc:  # read-only or full: the next run reads again, nothing else is lost
             log.warning(
                 "Cannot write the data manifest %s (%s): continuing without it.",
                 self.path,
                 exc.strerror or exc,
             )
+
+
+def _rows_in(stored: Columns, now: Columns) -> np.ndarray:
+    """For each key of `now`, its row in `stored`, or -1."""
+    if stored.keys == now.keys:  # the usual warm start: the same files in the same order
+        return np.arange(len(now.keys))
+    index = dict(zip(stored.keys, range(len(stored.keys)), strict=True))
+    return np.fromiter((index.get(k, -1) for k in now.keys), np.int64, len(now.keys))
+
+
+def _rows_not_in(stored: Columns, now: Columns) -> np.ndarray:
+    """Rows of `stored` whose keys `now` does not have (kept when the manifest is saved)."""
+    return np.setdiff1d(np.arange(len(stored.keys)), _rows_in(stored, now))
+
+
+def _recall(stored: Columns, now: Columns, level: int, hash: str) -> np.ndarray:
+    """Copy what `stored` knows about the unchanged files of `now` (same size and mtime) into `now`;
+    return the rows of `now` that must be read."""
+    rows = _rows_in(stored, now)
+    found = rows >= 0
+    at = rows[found]
+    same = np.zeros(len(now.keys), bool)
+    same[found] = (stored.size[at] == now.size[found]) & (stored.mtime_ns[at] == now.mtime_ns[found])
+    source = rows[same]
+    now.sha256[same] = stored.sha256[source]
+    now.verified[same] = stored.verified[source]
+    now.hashed[same] = stored.hashed[source]
+    enough = same & (now.verified >= level) & (now.hashed | (hash == "stat"))
+    return np.flatnonzero(~enough)
 
 
 class _Lock:
@@ -164,21 +242,7 @@ class _Lock:
             self.lock.release()
 
 
-def _fresh(entry: Entry | None, st: os.stat_result, level: int, hash: str) -> bool:
-    return (
-        entry is not None
-        and entry.size == st.st_size
-        and entry.mtime_ns == st.st_mtime_ns
-        and entry.verified >= level
-        and (hash == "stat" or bool(entry.sha256))
-    )
-
-
-def _stat_digest(entry: Entry) -> bytes:
-    return hashlib.sha256(f"{entry.size}:{entry.mtime_ns}".encode()).digest()
-
-
-def _verify(path: Path, data: bytes | None, level: int) -> None:
+def _verify(path: str, data: bytes | None, level: int) -> None:
     if level == VERIFY_LEVELS["none"]:
         return
     try:

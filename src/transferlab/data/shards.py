@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from transferlab.core.errors import TransferlabError
-from transferlab.data.image_folder import ImageFolderDataModule, read_file, scan_class_folders
+from transferlab.data.image_folder import ImageFolderDataModule, digest_rows, read_file, scan_class_folders
 from transferlab.data.loaders import distributed, resume_position
 
 INDEX = "index.json"
@@ -72,8 +73,8 @@ class ShardDataModule(ImageFolderDataModule):
     def where(self, split: str) -> str:
         return f"the {split} shards of {self.urls}"
 
-    def digests(self, keys: list[Any]) -> dict[Any, bytes]:
-        return {k: bytes.fromhex(self._by_key[k]["sha256"]) for k in keys}
+    def digests(self, keys: list[Any]) -> np.ndarray:
+        return digest_rows(bytes.fromhex(self._by_key[k]["sha256"]) for k in keys)
 
     def relative(self, key: Any) -> str:
         return self._by_key[key]["path"]  # as the image folder names it: the same files hash the same
