@@ -4,12 +4,15 @@ Generates a synthetic seed-layout folder (10 classes, 64x64 PNG) unless `--root`
 arm in its own process (so peak RSS is the arm's own), interleaved (tl, tv, tl, tv, ...) and repeated:
 
 - setup cold (transferlab: no manifest yet; both: as the page cache is, the machine's files stay
-  cached) and warm (manifest present), time to first batch, one epoch (decode + resize to 32 px, 2
-  workers), peak RSS of the main process; also transferlab on the same data as WebDataset shards and as
-  a Hugging Face imagefolder (their own setup, first batch and epoch).
+  cached) and warm (manifest present; `dataset.recheck=files`, a stat per file, and
+  `transferlab_folders`: `dataset.recheck=folders`, a stat per folder), time to first batch, one epoch
+  (decode + resize to 32 px, 2 workers), peak RSS of the main process; also transferlab on the same data
+  as WebDataset shards and as a Hugging Face imagefolder (their own setup, first batch and epoch).
+- Both arms set up what a run needs: the train and the test split (torchvision: two `ImageFolder`s;
+  transferlab also draws the validation split and checks the data).
 
 Prints JSON with medians and min-max, and the ratios `setup_ratio_warm`, `first_batch_ratio_warm` and
-`epoch_ratio` (transferlab / torchvision, medians).
+`epoch_ratio` (transferlab / torchvision, medians), the same with `_folders` for recheck=folders.
 
     python -m benchmarks.data_scale --images 10000 [--root DIR] [--repeats 3]
 """
@@ -66,6 +69,7 @@ def arm(kind: str, root: str, cache: str) -> dict:
     if kind == "torchvision":  # the same transform as transferlab's training loader
         transform = train_transform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), Augment())
         dataset = datasets.ImageFolder(os.path.join(root, "train"), transform=transform)
+        datasets.ImageFolder(os.path.join(root, "test"), transform=transform)  # a run tests too
         loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=WORKERS)
     else:
         common = {"image_size": 32, "batch_size": BATCH, "num_workers": WORKERS, "val_fraction": 0.05}
@@ -74,7 +78,10 @@ def arm(kind: str, root: str, cache: str) -> dict:
         elif kind == "hf":
             module = HFDataModule(path=root, hf_cache_dir=os.path.join(cache, "hf"), **common)
         else:
-            module = ImageFolderDataModule(root=root, manifest_dir=os.path.join(cache, "manifests"), **common)
+            recheck = "folders" if kind == "transferlab_folders" else "files"
+            module = ImageFolderDataModule(
+                root=root, manifest_dir=os.path.join(cache, "manifests"), recheck=recheck, **common
+            )
         module.setup()
         loader = module.train_dataloader()
     setup = time.perf_counter() - start
@@ -134,6 +141,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {
         "cold": [],
         "transferlab": [],
+        "transferlab_folders": [],
         "torchvision": [],
         "webdataset": [],
         "hf": [],
@@ -141,7 +149,8 @@ def main() -> None:
     for _ in range(args.repeats):
         shutil.rmtree(work / "manifests", ignore_errors=True)
         results["cold"].append(run_arm("transferlab", root, work))  # no manifest yet
-        for kind in ("torchvision", "transferlab", "webdataset", "hf"):  # warm transferlab: manifest present
+        run_arm("transferlab_folders", root, work)  # not measured: records the folders' mtimes
+        for kind in ("torchvision", "transferlab", "transferlab_folders", "webdataset", "hf"):
             results[kind].append(run_arm(kind, root, work))
     report = {
         "images": sum(1 for _ in root.rglob("*.png")),
@@ -158,6 +167,10 @@ def main() -> None:
     report["setup_ratio_cold"] = median["cold"]["setup"] / tv["setup"]
     report["setup_ratio_warm"] = median["transferlab"]["setup"] / tv["setup"]
     report["first_batch_ratio_warm"] = median["transferlab"]["first_batch"] / tv["first_batch"]
+    report["setup_ratio_warm_folders"] = median["transferlab_folders"]["setup"] / tv["setup"]
+    report["first_batch_ratio_warm_folders"] = (
+        median["transferlab_folders"]["first_batch"] / tv["first_batch"]
+    )
     report["epoch_ratio"] = median["transferlab"]["epoch"] / tv["epoch"]
     for kind in ("webdataset", "hf"):
         report[f"{kind}_epoch_ratio"] = median[kind]["epoch"] / tv["epoch"]

@@ -81,6 +81,42 @@ def test_a_truncated_image_added_after_the_manifest_is_caught(tmp_path):
         folder_module(root, tmp_path / "m").setup()
 
 
+def test_recheck_folders_stats_only_changed_folders_and_sees_replaced_files(tmp_path, monkeypatch):
+    real_stat, stated_files = os.stat, []
+
+    def counting_stat(path, *args, **kwargs):  # the real call, counted
+        if str(path).endswith(".png"):
+            stated_files.append(str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    root = write_image_folder(tmp_path / "images")
+    old = 10**18  # folders and files dated long ago: nothing is racily recent
+    for path in sorted(root.rglob("*"), reverse=True):
+        os.utime(path, ns=(old, old))
+    os.utime(root, ns=(old, old))
+    folder_module(root, tmp_path / "m", recheck="folders").setup()  # records the folders' mtimes
+    stated_files.clear()
+    warm = folder_module(root, tmp_path / "m", recheck="folders")
+    warm.setup()
+    assert warm.manifest.read == 0 and stated_files == []  # one stat per folder, none per file
+    assert warm.describe()["recheck"] == "folders"
+    replaced = root / "train" / "dog" / "dog_001.png"  # replaced by a rename: its folder's mtime changes
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "new.png")
+    os.replace(tmp_path / "new.png", replaced)
+    stated_files.clear()
+    OPENS.clear()
+    after = folder_module(root, tmp_path / "m", recheck="folders")
+    after.setup()
+    assert {Path(p).parent.name for p in stated_files} == {"dog"}  # only the changed folder's files
+    assert OPENS == [str(replaced)]  # and only the new file is read
+    (split,) = [s for s, samples in after.splits.items() if str(replaced) in dict(samples)]
+    assert after.split_hash(split) != warm.split_hash(split)
+    stated_files.clear()
+    folder_module(root, tmp_path / "m").setup()  # recheck=files: every file, as always
+    assert len(stated_files) == 48
+
+
 def _setup_reads(root: str, cache: str) -> tuple[int, str]:
     module = folder_module(Path(root), Path(cache))
     module.setup()

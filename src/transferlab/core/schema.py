@@ -65,6 +65,7 @@ class Dataset(_Group):
     seed: int = Field(ge=0, le=SEED_MAX)
     verify: Literal["full", "header", "none"] = "full"
     hash: Literal["content", "stat"] = "content"
+    recheck: Literal["files", "folders"] = "files"
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 

@@ -19,10 +19,11 @@ import hashlib
 import io
 import logging
 import os
+import time
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ from transferlab.core.errors import TransferlabError
 log = logging.getLogger(__name__)
 VERIFY_LEVELS = {"none": 0, "header": 1, "full": 2}
 HASH_MODES = ("content", "stat")
-FORMAT = 2  # stored in the file; another number is ignored (read again)
+RECHECK_MODES = ("files", "folders")
+RACY_NS = 1_000_000_000  # a folder changed this close to when it was seen is not trusted (coarse clocks)
+FORMAT = 3  # stored in the file; another number is ignored (read again)
 PROGRESS_FROM = 2000  # files to read before a progress bar is worth showing
 
 
@@ -50,6 +53,7 @@ class Columns:
     sha256: np.ndarray  # (n, 32) uint8; zeros until the content was read
     verified: np.ndarray  # uint8, the VERIFY_LEVELS value reached
     hashed: np.ndarray  # bool, whether sha256 holds the content's hash
+    folders: dict[str, tuple[int, int]] = field(default_factory=dict)  # folder -> (mtime_ns, seen at ns)
 
     @classmethod
     def empty(cls, n: int = 0) -> Columns:
@@ -99,36 +103,66 @@ class Manifest:
         """A lock on the cache file, made on use (the manifest is pickled to DDP ranks; a lock is not)."""
         return _Lock(str(self.path) + ".lock") if self.path else contextlib.nullcontext()
 
-    def digests(self, files: Sequence[str], verify: str = "full", hash: str = "content") -> np.ndarray:
+    def digests(
+        self, files: Sequence[str], verify: str = "full", hash: str = "content", recheck: str = "files"
+    ) -> np.ndarray:
         """One digest row per file, in order: the content's sha256 (32 bytes) or its size and mtime (16
-        bytes), after reading only the files that changed since the manifest last saw them."""
-        if verify not in VERIFY_LEVELS:
-            raise TransferlabError(f"dataset.verify={verify} must be one of {', '.join(VERIFY_LEVELS)}.")
-        if hash not in HASH_MODES:
-            raise TransferlabError(f"dataset.hash={hash} must be one of {', '.join(HASH_MODES)}.")
+        bytes), after reading only the files that changed since the manifest last saw them.
+
+        `recheck="files"` stats every file (an edit in place is seen); `"folders"` stats each folder and
+        only the files of folders whose mtime changed (files added, removed or replaced by a rename):
+        for millions of files on network storage, where a stat per file per job is the cost.
+        """
+        for key, value, allowed in (
+            ("verify", verify, VERIFY_LEVELS),
+            ("hash", hash, HASH_MODES),
+            ("recheck", recheck, RECHECK_MODES),
+        ):
+            if value not in allowed:
+                raise TransferlabError(f"dataset.{key}={value} must be one of {', '.join(allowed)}.")
         files = [str(f) for f in files]
-        stats = [os.stat(f) for f in files]  # the one system call per file a warm start costs
         now = Columns.empty(len(files))
         skip = len(self._prefix)  # keys: paths relative to the root
         now.keys = [f[skip:] if f.startswith(self._prefix) else self._key(f) for f in files]
-        now.size[:] = [st.st_size for st in stats]
-        now.mtime_ns[:] = [st.st_mtime_ns for st in stats]
-        level = VERIFY_LEVELS[verify]
         stored = self._load()
+        if recheck == "folders":
+            now.folders = _folder_times(self.root, now.keys)
+        self._stat(files, now, stored)
+        level = VERIFY_LEVELS[verify]
         todo = _recall(stored, now, level, hash)
-        if len(todo):
+        if len(todo) or _new_folder_times(stored.folders, now.folders):
             with self.lock:  # parallel jobs: one reads, the others find its entries
                 stored = self._load()
                 todo = _recall(stored, now, level, hash)
                 if len(todo):
                     self._inspect([files[i] for i in todo], now, todo, level, hash)
-                    self._save(now.then(stored.take(_rows_not_in(stored, now))))
+                merged = now.then(stored.take(_rows_not_in(stored, now)))
+                merged.folders = {**stored.folders, **now.folders}
+                self._save(merged)
         if hash == "content":
             return now.sha256
         return np.stack([now.size, now.mtime_ns], axis=1).view(np.uint8)
 
     def _key(self, path: str) -> str:
         return os.path.relpath(path, self.root)
+
+    def _stat(self, files: list[str], now: Columns, stored: Columns) -> None:
+        """Size and mtime of each file into `now`: a stat each, except files the manifest knows in a
+        folder whose mtime it recorded unchanged (`now.folders` is filled only with recheck=folders)."""
+        trusted = np.zeros(len(files), bool)
+        if now.folders:
+            same = {
+                name for name, (mtime, _) in now.folders.items() if _trusted(stored.folders.get(name), mtime)
+            }
+            rows = _rows_in(stored, now)
+            in_same = np.fromiter((k.rpartition(os.sep)[0] in same for k in now.keys), bool, len(files))
+            trusted = in_same & (rows >= 0)
+            now.size[trusted] = stored.size[rows[trusted]]
+            now.mtime_ns[trusted] = stored.mtime_ns[rows[trusted]]
+        todo = np.flatnonzero(~trusted)
+        stats = [os.stat(files[i]) for i in todo]  # the one system call per file a warm start costs
+        now.size[todo] = np.fromiter((st.st_size for st in stats), np.int64, len(stats))
+        now.mtime_ns[todo] = np.fromiter((st.st_mtime_ns for st in stats), np.int64, len(stats))
 
     def _inspect(self, files: list[str], now: Columns, rows: np.ndarray, level: int, hash: str) -> None:
         """Read, verify and hash `files` (rows `rows` of `now`) in parallel threads; fill their entries."""
@@ -165,8 +199,12 @@ class Manifest:
             with np.load(self.path) as z:
                 if int(z["format"]) != FORMAT:
                     return Columns.empty()
-                keys = z["keys"].tobytes().decode().split("\n") if len(z["size"]) else []
-                return Columns(keys, z["size"], z["mtime_ns"], z["sha256"], z["verified"], z["hashed"])
+                keys = _split(z["keys"], len(z["size"]))
+                times = zip(z["folder_mtime_ns"].tolist(), z["folder_seen_ns"].tolist(), strict=True)
+                folders = dict(zip(_split(z["folders"], len(z["folder_mtime_ns"])), times, strict=True))
+                return Columns(
+                    keys, z["size"], z["mtime_ns"], z["sha256"], z["verified"], z["hashed"], folders
+                )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # damaged: read the data again
             log.warning("Ignoring the unreadable data manifest %s (%s).", self.path, exc)
             return Columns.empty()
@@ -174,18 +212,21 @@ class Manifest:
     def _save(self, columns: Columns) -> None:
         if self.path is None:
             return
-        keys = np.frombuffer("\n".join(columns.keys).encode(), np.uint8)
+        folders = sorted(columns.folders)
         try:
             with atomic_open(self.path, "wb") as f:
                 np.savez(
                     f,
                     format=np.array(FORMAT),
-                    keys=keys,
+                    keys=_joined(columns.keys),
                     size=columns.size,
                     mtime_ns=columns.mtime_ns,
                     sha256=columns.sha256,
                     verified=columns.verified,
                     hashed=columns.hashed,
+                    folders=_joined(folders),
+                    folder_mtime_ns=np.array([columns.folders[f][0] for f in folders], np.int64),
+                    folder_seen_ns=np.array([columns.folders[f][1] for f in folders], np.int64),
                 )
         except OSError as exc:  # read-only or full: the next run reads again, nothing else is lost
             log.warning(
@@ -193,6 +234,31 @@ class Manifest:
                 self.path,
                 exc.strerror or exc,
             )
+
+
+def _joined(names: list[str]) -> np.ndarray:
+    return np.frombuffer("\n".join(names).encode(), np.uint8)
+
+
+def _split(joined: np.ndarray, count: int) -> list[str]:
+    return joined.tobytes().decode().split("\n") if count else []
+
+
+def _folder_times(root: Path, keys: list[str]) -> dict[str, tuple[int, int]]:
+    """Folder (relative) -> (its mtime, when it was looked at) for the folders holding `keys`."""
+    seen = time.time_ns()
+    names = {k.rpartition(os.sep)[0] for k in keys}
+    return {name: (os.stat(os.path.join(root, name)).st_mtime_ns, seen) for name in names}
+
+
+def _trusted(record: tuple[int, int] | None, mtime: int) -> bool:
+    """Whether a folder is as recorded: same mtime, recorded long enough after that mtime that a change
+    within the same clock tick cannot hide (as git does with racily clean files)."""
+    return record is not None and record[0] == mtime and mtime < record[1] - RACY_NS
+
+
+def _new_folder_times(stored: dict, now: dict) -> bool:
+    return any(not _trusted(stored.get(name), mtime) for name, (mtime, _) in now.items())
 
 
 def _rows_in(stored: Columns, now: Columns) -> np.ndarray:
