@@ -50,8 +50,7 @@ class HFDataModule(ImageFolderDataModule):
             if (local / "dataset_dict.json").is_file():
                 loaded = datasets.load_from_disk(str(local))
             elif local.is_dir():
-                builder = "parquet" if any(local.rglob("*.parquet")) else "imagefolder"
-                loaded = datasets.load_dataset(builder, data_dir=str(local), cache_dir=self.hf_cache_dir)
+                loaded = datasets.load_dataset(**_local_source(local), cache_dir=self.hf_cache_dir)
             else:
                 loaded = datasets.load_dataset(self.path, self.config_name, cache_dir=self.hf_cache_dir)
         except Exception as exc:
@@ -128,3 +127,15 @@ class HFDataModule(ImageFolderDataModule):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "format": "huggingface", "path": self.path}
+
+
+def _local_source(local: Path) -> dict[str, Any]:
+    """`load_dataset` arguments for a local directory: parquet files (at most two levels down), or an
+    imagefolder given one pattern per split folder (with `data_dir` alone, `datasets` tries each of its
+    ~50 split patterns, every one walking the whole tree: minutes for 100k files)."""
+    if next(local.glob("*.parquet"), None) or next(local.glob("*/*.parquet"), None):
+        return {"path": "parquet", "data_dir": str(local)}
+    splits = [name for names in SPLIT_NAMES.values() for name in names if (local / name).is_dir()]
+    if not splits:
+        return {"path": "imagefolder", "data_dir": str(local)}
+    return {"path": "imagefolder", "data_files": {name: str(local / name / "**") for name in splits}}
