@@ -68,3 +68,11 @@ def test_partial_prefix_cache_benchmark():
     result = run_benchmark("partial_prefix_cache", *args)
     assert result["speedup"]["median"] > 0 and result["prefix_cache"]["enabled"]
     assert result["cached_test_acc"] == result["uncached_test_acc"]
+
+
+def test_data_scale_benchmark():
+    result = run_benchmark("data_scale", "--images", "40", "--repeats", "1")
+    assert result["images"] == 40
+    for kind in ("cold", "transferlab", "transferlab_folders", "torchvision", "webdataset", "hf"):
+        assert result[kind]["setup"]["median"] > 0 and result[kind]["epoch"]["median"] > 0
+    assert result["setup_ratio_warm_folders"] > 0 and result["first_batch_ratio_warm"] > 0

@@ -20,6 +20,8 @@ import torch
 
 from transferlab.core.config import compose_train
 from transferlab.core.faults import ENV
+from transferlab.data.digits import materialize_digits
+from transferlab.data.shards import pack
 from transferlab.run.job import train
 
 from .conftest import REPO, run_cli
@@ -189,3 +191,20 @@ def test_l2_sp_run_killed_mid_epoch_resumes_exactly_with_its_reference_weights(t
     assert_same_as(killed, tmp_path / "straight")
     saved = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert any(k.startswith("regularizer.w0_") for k in saved)
+
+
+def test_webdataset_run_killed_mid_epoch_resumes_exactly(tmp_path):
+    """Shards stream in a seeded order per epoch; the resumed epoch skips the batches already trained."""
+    shards = tmp_path / "shards"
+    pack(materialize_digits(tmp_path / "digits"), shards, shard_size=100)
+    data = [
+        "dataset=webdataset",
+        f"dataset.urls={shards}",
+        "dataset.image_size=32",
+        "dataset.eval_batch_size=256",
+    ]
+    assert run_forked(tmp_path / "straight", *data) == 0
+    killed = tmp_path / "killed"
+    assert run_forked(killed, *data, crash="train_step@6") == 137  # in the second epoch
+    assert run_forked(killed, *data, "resume=true") == 0
+    assert_same_as(killed, tmp_path / "straight")

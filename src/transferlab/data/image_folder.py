@@ -416,8 +416,7 @@ def _first_64_bits(digests: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(digests[:, :8]).view(np.uint64).ravel()
 
 
-def digest_rows(digests: Iterable[bytes]) -> np.ndarray:
-    """Equal-length digests as the rows of a uint8 array (what `digests` returns)."""
-    joined = list(digests)
-    width = len(joined[0]) if joined else 32
-    return np.frombuffer(b"".join(joined), np.uint8).reshape(-1, width)
+def digest_rows(digests: Iterable[bytes], width: int = 32) -> np.ndarray:
+    """Digests of `width` bytes each (given one by one or joined) as the rows of a uint8 array (what
+    `digests` returns)."""
+    return np.frombuffer(b"".join(digests), np.uint8).reshape(-1, width)

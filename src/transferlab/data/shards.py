@@ -18,6 +18,7 @@ import math
 import random
 import sys
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ class ShardDataModule(ImageFolderDataModule):
         return f"the {split} shards of {self.urls}"
 
     def digests(self, keys: list[Any]) -> np.ndarray:
-        return digest_rows(bytes.fromhex(self._by_key[k]["sha256"]) for k in keys)
+        return digest_rows([bytes.fromhex("".join(self._by_key[k]["sha256"] for k in keys))], width=32)
 
     def relative(self, key: Any) -> str:
         return self._by_key[key]["path"]  # as the image folder names it: the same files hash the same
@@ -83,10 +84,11 @@ class ShardDataModule(ImageFolderDataModule):
         self.setup()
         wanted = dict(self.splits[split])  # key -> label
         source = "train" if split == "val" and "val" not in self.index["splits"] else split
-        shards = sorted({self._by_key[k]["shard"] for k in wanted})
+        per_shard = Counter(self._by_key[k]["shard"] for k in wanted)
+        shards = sorted(per_shard)
         return ShardStream(
             urls=[f"{self.urls}/{self.index['shards'][source][i]}" for i in shards],
-            counts=[sum(1 for k in wanted if self._by_key[k]["shard"] == i) for i in shards],
+            counts=[per_shard[i] for i in shards],
             wanted=wanted,
             transform=self.transform(split, augment),
             seed=self.seed,
