@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from lightning_fabric.utilities.data import _set_sampler_epoch
 from PIL import Image
 
 from transferlab.core.errors import TransferlabError
@@ -185,6 +186,24 @@ def test_two_ranks_over_shards_see_every_sample_once(tmp_path, monkeypatch):
         trained.append(len(list(module.dataset("train"))))
     assert sum(seen.values()) == len(module.splits["test"]) == 21 and max(seen.values()) == 1
     assert trained[0] == trained[1] > 0  # DDP: every rank trains the same number of samples
+
+
+def test_shards_stream_each_epoch_in_its_own_seeded_order(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=9)
+    pack(root, tmp_path / "shards", shard_size=4)
+    module = ShardDataModule(
+        urls=str(tmp_path / "shards"), image_size=16, num_workers=0, batch_size=4, augment={"enabled": False}
+    )
+    module.setup()
+
+    def order(loader, epoch: int) -> list[float]:
+        _set_sampler_epoch(loader, epoch)  # what Lightning's fit loop calls before each epoch
+        return [round(float(x.sum()), 3) for batch, _ in loader for x in batch]
+
+    loader = module.train_dataloader()
+    first, second = order(loader, 0), order(loader, 1)
+    assert sorted(first) == sorted(second) and first != second  # the same samples, reshuffled
+    assert order(module.train_dataloader(), 1) == second  # a fresh loader (a resumed run) agrees
 
 
 def test_shards_mistakes_are_named(tmp_path):

@@ -201,7 +201,7 @@ def test_webdataset_run_killed_mid_epoch_resumes_exactly(tmp_path):
         "dataset=webdataset",
         f"dataset.urls={shards}",
         "dataset.image_size=32",
-        "dataset.eval_batch_size=256",
+        "dataset.augment.enabled=false",  # augmentation draws from the global stream (num_workers=0)
     ]
     assert run_forked(tmp_path / "straight", *data) == 0
     killed = tmp_path / "killed"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import math
 import random
 import sys
@@ -26,12 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from transferlab.core.errors import TransferlabError
 from transferlab.data.image_folder import ImageFolderDataModule, digest_rows, read_file, scan_class_folders
 from transferlab.data.loaders import distributed, resume_position
 
+log = logging.getLogger(__name__)
 INDEX = "index.json"
 SHUFFLE_BUFFER = 256
 
@@ -44,6 +46,11 @@ class ShardDataModule(ImageFolderDataModule):
         self.urls = str(urls).rstrip("/")
         self.index: dict[str, Any] = {}
         self._by_key: dict[str, dict[str, Any]] = {}
+        if self.persistent_workers:
+            log.warning(
+                "dataset.persistent_workers=true is not used with shards: loader workers restart each epoch "
+                "to stream it in that epoch's seeded order."
+            )
 
     def prepare_root(self) -> None:
         import webdataset as wds
@@ -101,17 +108,39 @@ class ShardDataModule(ImageFolderDataModule):
             epoch, done = resume_position(self.trainer)
             stream.set_epoch(epoch)
             stream.skip = done * self.batch_size
-        return DataLoader(
+        return ShardLoader(
             stream,
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=False,  # workers take the stream's new epoch when they start
             multiprocessing_context=self.multiprocessing_context,
+            generator=torch.Generator().manual_seed(self.seed),  # never a draw from the global stream
         )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "format": "webdataset", "urls": self.urls}
+
+
+class ShardLoader(DataLoader):
+    """A DataLoader over a `ShardStream` whose `sampler` passes Lightning's per-epoch `set_epoch` on to
+    the stream: Lightning calls it on samplers only, and an IterableDataset's loader has none of its
+    own, so every epoch would otherwise stream in the first epoch's order (and a resumed run in another)."""
+
+    def __init__(self, stream: ShardStream, **kwargs: Any):
+        super().__init__(stream, **kwargs)
+        object.__setattr__(self, "sampler", _EpochToStream(self.sampler, stream))  # DataLoader forbids `=`
+
+
+class _EpochToStream(Sampler):
+    def __init__(self, sampler: Sampler, stream: ShardStream):
+        self.sampler, self.stream = sampler, stream
+
+    def __iter__(self) -> Iterator:
+        return iter(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
 
 
 class ShardStream(IterableDataset):
