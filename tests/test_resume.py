@@ -149,3 +149,15 @@ def test_a_second_run_into_a_live_runs_directory_stops_at_once(make_cfg, tmp_pat
         record = train(make_cfg(*TINY, out=live))
     assert record["status"] == "failed" and "is in use by another run (pid 4242 on node7" in record["error"]
     assert tree_hash(live) == before  # the live run's files are untouched
+
+
+def test_last_checkpoint_holds_the_latest_epoch_when_it_is_not_the_best(make_cfg, tmp_path):
+    """Lightning 2.6 writes `save_last` only beside a new top-k checkpoint; ours is the newest state."""
+    worst_is_best = "callbacks.model_checkpoint.mode=min"  # the best checkpoint stays an early epoch
+    record = train(make_cfg(*TINY, "trainer.max_epochs=3", worst_is_best))
+    assert record["status"] == "ok", record["error"]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    best = torch.load(record["best_checkpoint"], weights_only=False)
+    assert last["epoch"] == 2 and last["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 3
+    assert best["epoch"] < 2  # so last.ckpt is not a copy of the best one

@@ -87,6 +87,23 @@ def step_checkpoint(dirpath: str | Path, every_n_train_steps: int) -> StepCheckp
     )
 
 
+def last_checkpoint(dirpath: str | Path) -> pl.callbacks.ModelCheckpoint:
+    """`last.ckpt` after every epoch's validation: the latest state, which a resume continues from.
+
+    Lightning 2.6 writes `save_last` only when a top-k checkpoint was written at the same step, so with
+    `save_top_k: 1` last.ckpt stays at the best epoch and a resume would train the later epochs again.
+    A checkpoint without a monitor keeps the newest; named "last", it is that file.
+    """
+    return pl.callbacks.ModelCheckpoint(
+        dirpath=dirpath,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
+
+
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch (and CUDA) generator states, in types a weights-only load accepts."""
     np_state = np.random.get_state()

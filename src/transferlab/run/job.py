@@ -42,6 +42,7 @@ from transferlab.run.checkpoint import (
     InterruptCheckpoint,
     RunLock,
     check_disk_space,
+    last_checkpoint,
     step_checkpoint,
 )
 from transferlab.run.forgetting import HEAD_FILE, SourceTask, accuracy, export_head
@@ -479,10 +480,16 @@ def _build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks = []
     for key, conf in confs.items():
         steps = conf.get("every_n_train_steps") if key == "model_checkpoint" else None
-        if steps:  # Lightning's ModelCheckpoint takes one trigger: steps get a checkpoint of their own
-            conf = OmegaConf.merge(conf, {"every_n_train_steps": None})
+        last = bool(conf.get("save_last")) if key == "model_checkpoint" else False
+        if (
+            steps or last
+        ):  # Lightning's ModelCheckpoint takes one trigger: steps get a checkpoint of their own
+            conf = OmegaConf.merge(conf, {"every_n_train_steps": None, "save_last": False})
         callbacks.append(instantiate(conf))
-        if steps:  # after the main one, which stays `trainer.checkpoint_callback` (the best checkpoint)
+        # after the main one, which stays `trainer.checkpoint_callback` (the best checkpoint)
+        if last:
+            callbacks.append(last_checkpoint(conf.dirpath))
+        if steps:
             callbacks.append(step_checkpoint(conf.dirpath, int(steps)))
     if cfg.trainer.get("enable_progress_bar") is False:  # trainer.enable_progress_bar=false wins
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
