@@ -232,3 +232,26 @@ def test_hf_local_imagefolder_matches_the_image_folder_split(tmp_path):
         TransferlabError, match="dataset.label_key=labels: no such column.*Did you mean label"
     ):
         HFDataModule(path=str(root), hf_cache_dir=str(tmp_path / "hf"), label_key="labels").setup()
+
+
+def test_hf_memory_maps_its_earlier_arrow_files_while_the_folder_is_unchanged(tmp_path):
+    root = write_image_folder(tmp_path / "images", per_class=6)
+
+    def hf() -> HFDataModule:
+        module = HFDataModule(
+            path=str(root), hf_cache_dir=str(tmp_path / "hf"), manifest_dir=str(tmp_path / "m"),
+            image_size=16, num_workers=0,
+        )  # fmt: skip
+        module.setup()
+        return module
+
+    first, second = hf(), hf()
+    assert first.loaded_from == "load_dataset" and second.loaded_from.startswith("arrow files")
+    for split in ("train", "val", "test"):
+        assert second.split_hash(split) == first.split_hash(split)
+    assert pixels(second.dataset("test", augment=False)) == pixels(first.dataset("test", augment=False))
+    Image.new("RGB", (64, 64), (5, 5, 5)).save(root / "test" / "cat" / "late.png")
+    third = hf()  # a file more: datasets loads the folder again, and the new image is in
+    assert third.loaded_from == "load_dataset"
+    assert len(third.splits["test"]) == len(first.splits["test"]) + 1
+    assert hf().loaded_from.startswith("arrow files")

@@ -6,13 +6,16 @@ module's own code."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from transferlab.core.atomic import atomic_open
 from transferlab.core.errors import TransferlabError, did_you_mean
 from transferlab.data.image_folder import ImageFolderDataModule, digest_rows
 
@@ -41,18 +44,22 @@ class HFDataModule(ImageFolderDataModule):
         self.root = Path(self.path).expanduser() if Path(self.path).expanduser().exists() else Path(self.path)
         self._data: dict[str, Any] = {}
         self._files: dict[str, list[str] | None] = {}
+        self._fingerprints: dict[str, str] = {}  # split -> the Arrow data's identity
+        self.loaded_from = ""  # how the Arrow data was found, for results.json
 
     def prepare_root(self) -> None:
         import datasets
 
         local = Path(self.path).expanduser()
+        fingerprints: dict[str, str] = {}
         try:
             if (local / "dataset_dict.json").is_file():
-                loaded = datasets.load_from_disk(str(local))
+                loaded, self.loaded_from = datasets.load_from_disk(str(local)), "load_from_disk"
             elif local.is_dir():
-                loaded = datasets.load_dataset(**_local_source(local), cache_dir=self.hf_cache_dir)
+                loaded, fingerprints = self._load_local(local, _local_source(local))
             else:
                 loaded = datasets.load_dataset(self.path, self.config_name, cache_dir=self.hf_cache_dir)
+                self.loaded_from = "load_dataset"
         except Exception as exc:
             raise TransferlabError(
                 f"dataset.path={self.path}: cannot load it as a Hugging Face dataset ({type(exc).__name__}: "
@@ -63,6 +70,7 @@ class HFDataModule(ImageFolderDataModule):
             found = next((n for n in names if n in loaded), None)
             if found is not None:
                 self._data[ours] = loaded[found]
+                self._fingerprints[ours] = fingerprints.get(found) or loaded[found]._fingerprint
         for split, data in self._data.items():
             for key in (self.image_key, self.label_key):
                 if key not in data.column_names:
@@ -99,7 +107,7 @@ class HFDataModule(ImageFolderDataModule):
 
     def digests(self, keys: list[Any]) -> np.ndarray:
         """Arrow fingerprints (content of the source files) with the row: no image is read."""
-        fingerprints = {split: data._fingerprint for split, data in self._data.items()}
+        fingerprints = self._fingerprints
         return digest_rows(hashlib.sha256(f"{fingerprints[k[0]]}|{k[1]}".encode()).digest() for k in keys)
 
     def relative(self, key: Any) -> str:
@@ -126,7 +134,67 @@ class HFDataModule(ImageFolderDataModule):
         return [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "format": "huggingface", "path": self.path}
+        return {
+            **super().describe(),
+            "format": "huggingface",
+            "path": self.path,
+            "loaded_from": self.loaded_from,
+        }
+
+    def _load_local(self, local: Path, source: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """A local folder's splits, and their fingerprints. While the folder's files are unchanged (a stat
+        each, or per folder with dataset.recheck=folders, through the manifest) the Arrow files of the
+        last `load_dataset` are memory-mapped again directly: `load_dataset` itself resolves every
+        file's metadata on each call (seconds per 10k files)."""
+        import datasets
+
+        signature = self._signature(local, source)
+        record_path = (
+            Path(self.hf_cache_dir or datasets.config.HF_DATASETS_CACHE)
+            / "transferlab"
+            / (f"{hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:16]}.json")
+        )
+        try:
+            record = json.loads(record_path.read_text())
+            if record["signature"] == signature:
+                loaded = {
+                    split: datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
+                    for split, files in record["splits"].items()
+                }
+                self.loaded_from = "arrow files of an earlier load_dataset (folder unchanged)"
+                return loaded, record["fingerprints"]
+        except Exception:  # no record, another folder state, or the datasets cache was cleaned: load
+            pass
+        loaded = datasets.load_dataset(**source, cache_dir=self.hf_cache_dir)
+        self.loaded_from = "load_dataset"
+        record = {
+            "signature": signature,
+            "splits": {split: [f["filename"] for f in data.cache_files] for split, data in loaded.items()},
+            "fingerprints": {split: data._fingerprint for split, data in loaded.items()},
+        }
+        if all(record["splits"].values()):  # memory-mapped from files (not held in memory): reusable
+            try:
+                with atomic_open(record_path, "w") as f:
+                    json.dump(record, f)
+            except OSError as exc:
+                log.warning(
+                    "Cannot remember the Arrow files of %s (%s): the next run loads again.", local, exc
+                )
+        return loaded, record["fingerprints"]
+
+    def _signature(self, local: Path, source: dict[str, Any]) -> str:
+        """What `load_dataset` would read: every file under the source's folders (path, size, mtime), the
+        source's arguments and the `datasets` version."""
+        import datasets
+
+        folders = [local / Path(p).parent.name for p in source.get("data_files", {}).values()] or [local]
+        files = sorted(f for folder in folders for f in _files_under(folder))
+        digest = hashlib.sha256(f"{datasets.__version__}|{sorted(source.items())}|".encode())
+        digest.update("\n".join(files).encode())
+        digest.update(
+            self.manifest.digests(files, verify="none", hash="stat", recheck=self.recheck).tobytes()
+        )
+        return digest.hexdigest()
 
 
 def _local_source(local: Path) -> dict[str, Any]:
@@ -139,3 +207,18 @@ def _local_source(local: Path) -> dict[str, Any]:
     if not splits:
         return {"path": "imagefolder", "data_dir": str(local)}
     return {"path": "imagefolder", "data_files": {name: str(local / name / "**") for name in splits}}
+
+
+def _files_under(folder: Path) -> list[str]:
+    """Every regular file under `folder` (hidden ones skipped), one `scandir` per folder."""
+    files, folders = [], [str(folder)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif entry.is_file():
+                    files.append(entry.path)
+    return files
