@@ -255,3 +255,11 @@ def test_hf_memory_maps_its_earlier_arrow_files_while_the_folder_is_unchanged(tm
     assert third.loaded_from == "load_dataset"
     assert len(third.splits["test"]) == len(first.splits["test"]) + 1
     assert hf().loaded_from.startswith("arrow files")
+    (record,) = (tmp_path / "hf" / "transferlab").glob("*.json")
+    for damage in (  # whatever happened to what was remembered, the folder is loaded again
+        lambda: record.write_text("{not json"),
+        lambda: [p.unlink() for p in (tmp_path / "hf").rglob("*.arrow")],
+    ):
+        damage()
+        again = hf()
+        assert again.loaded_from == "load_dataset" and again.split_hash("test") == third.split_hash("test")

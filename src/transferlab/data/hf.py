@@ -69,8 +69,11 @@ class HFDataModule(ImageFolderDataModule):
         for ours, names in SPLIT_NAMES.items():
             found = next((n for n in names if n in loaded), None)
             if found is not None:
-                self._data[ours] = loaded[found]
-                self._fingerprints[ours] = fingerprints.get(found) or loaded[found]._fingerprint
+                data = loaded[found]
+                self._data[ours] = (
+                    data.flatten_indices() if data._indices is not None else data
+                )  # rows as stored
+                self._fingerprints[ours] = fingerprints.get(found) or data._fingerprint
         for split, data in self._data.items():
             for key in (self.image_key, self.label_key):
                 if key not in data.column_names:
@@ -92,7 +95,7 @@ class HFDataModule(ImageFolderDataModule):
         paths = self._paths(data)
         self._files[split] = paths
         rows: dict[str, list[tuple[str, int]]] = {}
-        for row, label in enumerate(data[self.label_key]):
+        for row, label in enumerate(data.data.column(self.label_key).to_pylist()):  # Arrow: no row decoding
             rows.setdefault(name_of(label), []).append((paths[row] if paths else f"{row:012d}", row))
         # Ordered as the image-folder module orders files, so the same files give the same split.
         return {c: [(split, row) for _, row in sorted(rows[c])] for c in sorted(rows)}
@@ -131,7 +134,7 @@ class HFDataModule(ImageFolderDataModule):
             return None
         if not paths or not all(paths):
             return None
-        return [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]
+        return ["/".join(p.replace(os.sep, "/").rsplit("/", 2)[-2:]) for p in paths]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -165,7 +168,12 @@ class HFDataModule(ImageFolderDataModule):
                 return loaded, record["fingerprints"]
         except Exception:  # no record, another folder state, or the datasets cache was cleaned: load
             pass
-        loaded = datasets.load_dataset(**source, cache_dir=self.hf_cache_dir)
+        try:
+            loaded = datasets.load_dataset(**source, cache_dir=self.hf_cache_dir)
+        except FileNotFoundError:  # its cache lost Arrow files (cleaned in part): prepare the folder again
+            loaded = datasets.load_dataset(
+                **source, cache_dir=self.hf_cache_dir, download_mode="force_redownload"
+            )
         self.loaded_from = "load_dataset"
         record = {
             "signature": signature,
