@@ -76,7 +76,12 @@ def arm(kind: str, root: str, cache: str) -> dict:
         if kind == "webdataset":
             module = ShardDataModule(urls=os.path.join(cache, "shards"), **common)
         elif kind == "hf":
-            module = HFDataModule(path=root, hf_cache_dir=os.path.join(cache, "hf"), **common)
+            module = HFDataModule(
+                path=root,
+                hf_cache_dir=os.path.join(cache, "hf"),
+                manifest_dir=os.path.join(cache, "manifests"),  # as dataset=hf configures it
+                **common,
+            )
         else:
             recheck = "folders" if kind == "transferlab_folders" else "files"
             module = ImageFolderDataModule(

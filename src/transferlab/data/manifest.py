@@ -167,6 +167,8 @@ class Manifest:
     def _inspect(self, files: list[str], now: Columns, rows: np.ndarray, level: int, hash: str) -> None:
         """Read, verify and hash `files` (rows `rows` of `now`) in parallel threads; fill their entries."""
         read = hash == "content" or level == VERIFY_LEVELS["full"]
+        if not read and level == VERIFY_LEVELS["none"]:  # size and mtime are all there is to know
+            return
 
         def one(path: str) -> bytes | None:
             data = Path(path).read_bytes() if read else None
