@@ -17,7 +17,7 @@ from PIL import Image
 
 from transferlab.core.atomic import atomic_open
 from transferlab.core.errors import TransferlabError, did_you_mean
-from transferlab.data.image_folder import ImageFolderDataModule, digest_rows
+from transferlab.data.image_folder import ImageFolderDataModule, digest_rows, files_under
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
@@ -196,7 +196,7 @@ class HFDataModule(ImageFolderDataModule):
         import datasets
 
         folders = [local / Path(p).parent.name for p in source.get("data_files", {}).values()] or [local]
-        files = sorted(f for folder in folders for f in _files_under(folder))
+        files = sorted(f for folder in folders for f in files_under(folder))
         digest = hashlib.sha256(f"{datasets.__version__}|{sorted(source.items())}|".encode())
         digest.update("\n".join(files).encode())
         digest.update(
@@ -215,18 +215,3 @@ def _local_source(local: Path) -> dict[str, Any]:
     if not splits:
         return {"path": "imagefolder", "data_dir": str(local)}
     return {"path": "imagefolder", "data_files": {name: str(local / name / "**") for name in splits}}
-
-
-def _files_under(folder: Path) -> list[str]:
-    """Every regular file under `folder` (hidden ones skipped), one `scandir` per folder."""
-    files, folders = [], [str(folder)]
-    while folders:
-        with os.scandir(folders.pop()) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    folders.append(entry.path)
-                elif entry.is_file():
-                    files.append(entry.path)
-    return files

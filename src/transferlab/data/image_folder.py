@@ -74,7 +74,7 @@ def scan_class_folders(split_dir: Path) -> dict[str, list[str]]:
         )
     found = {}
     for name in classes:
-        files = sorted(_image_files(os.path.join(split_dir, name)))
+        files = sorted(files_under(os.path.join(split_dir, name), IMG_EXTENSIONS))
         if not files:
             raise TransferlabError(
                 f"Class folder {split_dir / name} has no images ({', '.join(IMG_EXTENSIONS)}); add images or "
@@ -84,12 +84,16 @@ def scan_class_folders(split_dir: Path) -> dict[str, list[str]]:
     return found
 
 
-def _image_files(directory: str) -> list[str]:
-    files, folders = [], [directory]
+def files_under(directory: str | os.PathLike, suffixes: tuple[str, ...] | None = None) -> list[str]:
+    """Regular files under `directory` (subfolders included), those ending in `suffixes` (any case) if
+    given; one `scandir` per folder. Without `suffixes` hidden files and folders are skipped."""
+    files, folders = [], [str(directory)]
     while folders:
         with os.scandir(folders.pop()) as entries:
             for entry in entries:  # the name first: no call to is_dir for the (many) images
-                if entry.name.lower().endswith(IMG_EXTENSIONS) and entry.is_file():
+                if suffixes is None and entry.name.startswith("."):
+                    continue
+                if (suffixes is None or entry.name.lower().endswith(suffixes)) and entry.is_file():
                     files.append(entry.path)
                 elif entry.is_dir():
                     folders.append(entry.path)
