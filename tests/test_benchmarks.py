@@ -76,3 +76,30 @@ def test_data_scale_benchmark():
     for kind in ("cold", "transferlab", "transferlab_folders", "torchvision", "webdataset", "hf"):
         assert result[kind]["setup"]["median"] > 0 and result[kind]["epoch"]["median"] > 0
     assert result["setup_ratio_warm_folders"] > 0 and result["first_batch_ratio_warm"] > 0
+
+
+def test_gpu_check_cpu_parts():
+    """The plain loop, the transferlab arm (our trainer config) and the input-pipeline arm, at tiny sizes."""
+    args = ["--device", "cpu", "--models", "test_resnet", "--image-size", "32", "--batch-size", "4"]
+    args += ["--steps", "3", "--warmup-steps", "1", "--repeats", "1", "--settings", "fp32,bf16+cl"]
+    result = run_benchmark(
+        "gpu_check", *args, "--workers", "1,2", "--images", "24", "--pipeline-batches", "2"
+    )
+    for setting in ("fp32", "bf16+cl"):
+        arms = result["models"]["test_resnet"][setting]
+        assert arms["plain"]["images_per_second"]["median"] > 0
+        assert arms["transferlab"]["images_per_second"]["median"] > 0
+        assert arms["ratio_transferlab_over_plain"]["median"] > 0
+    assert [s["precision"] for s in result["settings"]] == ["32-true", "bf16-mixed"]
+    pipeline = result["input_pipeline"]
+    assert set(pipeline["images_per_second_by_workers"]) == {"1", "2"}
+    assert min(pipeline["images_per_second_by_workers"].values()) > 0 and pipeline["best_over_gpu"] > 0
+
+
+def test_gpu_check_without_cuda_says_so_in_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here")
+    out = run_cli("--steps", "3", cwd=REPO, module="benchmarks.gpu_check")
+    assert out.returncode == 0 and out.stdout.count("\n") == 1 and "no CUDA GPU" in out.stdout
