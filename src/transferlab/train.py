@@ -12,7 +12,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from transferlab.core.secrets import install_env_guard
+
 CONFIG_PATH = "pkg://transferlab.conf"
+
+install_env_guard()  # `${oc.env:<secret>}` never resolves into a config (here and in every launcher's jobs)
 
 
 def task(cfg: DictConfig) -> float | None:

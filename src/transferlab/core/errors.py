@@ -21,13 +21,21 @@ def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:
     return f" Did you mean {', '.join(close)}?" if close else ""
 
 
-def instantiate(config, *args, **kwargs):
-    """`hydra.utils.instantiate` that lets a `TransferlabError` through unwrapped (one clear line)."""
+def instantiate(config, *args, kind: type | tuple[type, ...] | None = None, example: str = "", **kwargs):
+    """`hydra.utils.instantiate` that lets a `TransferlabError` through unwrapped (one clear line).
+
+    With `kind`, the `_target_` must be that kind of thing (a subclass, or a factory declared to return
+    one), checked before anything is called (`transferlab.core.targets`)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
+    from transferlab.core import targets
+
+    where = _where(config)
+    if kind is not None:
+        targets.check_kind(config, kind, where, example or "one of transferlab's own configs")
     try:
-        return hydra_instantiate(config, *args, **kwargs)
+        built = hydra_instantiate(config, *args, **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__
         while cause is not None and not isinstance(cause, TransferlabError):
@@ -35,13 +43,19 @@ def instantiate(config, *args, **kwargs):
         if cause is not None:
             raise cause from None
         raise TransferlabError(_instantiation_message(config, exc)) from exc
+    return targets.check_built(built, kind, where) if kind is not None else built
+
+
+def _where(config: Any) -> str:
+    key = config._get_full_key(None) if hasattr(config, "_get_full_key") else ""
+    target = config.get("_target_") if hasattr(config, "get") else None
+    return key or str(target)
 
 
 def _instantiation_message(config: Any, exc: Exception) -> str:
     """Which config node could not be built, and why, in one line."""
-    key = config._get_full_key(None) if hasattr(config, "_get_full_key") else ""
     target = config.get("_target_") if hasattr(config, "get") else None
-    where = key or str(target)
+    where = _where(config)
     if "Error locating target" in str(exc):
         return (
             f"{where}._target_={target}: no such class or function; check its spelling "

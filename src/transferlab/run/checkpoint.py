@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from filelock import FileLock, Timeout
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transferlab.core.atomic import atomic_open
 from transferlab.core.errors import TransferlabError
 from transferlab.core.faults import crash_point
+from transferlab.core.locks import DirectoryLock
 
 log = logging.getLogger(__name__)
 INTERRUPT_CHECKPOINT = "last.ckpt"
@@ -36,34 +34,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         crash_point("checkpoint")
 
 
-class RunLock:
-    """One live run per directory: an exclusive `filelock` on `<dir>/.lock`, held for the whole run. The OS
-    drops it when the process dies, so a killed run never blocks its own `resume=true`."""
+class RunLock(DirectoryLock):
+    """One live run per directory (`transferlab.core.locks`), held for the whole run."""
 
     def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.lock = FileLock(self.directory / ".lock")
-
-    def __enter__(self) -> RunLock:
-        try:
-            self.lock.acquire(timeout=0)
-        except Timeout:
-            raise TransferlabError(
-                f"{self.directory} is in use by another run{_holder(self.directory)}; wait for it to finish, or "
-                "give this run its own directory (a new hydra.run.dir)."
-            ) from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.lock.release()
-
-
-def _holder(directory: Path) -> str:
-    try:
-        record = json.loads((directory / "results.json").read_text())
-        return f" (pid {record['pid']} on {record['host']}, started {time.ctime(record['started_at'])})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
+        super().__init__(
+            directory,
+            "run",
+            "wait for it to finish, or give this run its own directory (a new hydra.run.dir)",
+        )
 
 
 class StepCheckpoint(pl.callbacks.ModelCheckpoint):

@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from transferlab.core.errors import instantiate
+from transferlab.core.targets import check_data_node, packaged_targets
 
 log = logging.getLogger(__name__)
 HEAD_FILE = "head.safetensors"
@@ -64,6 +65,10 @@ class SourceTask:
         state = load_file(str(head_file))
         head = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
         head.load_state_dict(state)
+        # backbone.json is a data file beside the weights: it may name only our own dataset classes.
+        check_data_node(
+            dataset, packaged_targets("dataset"), where=str(Path(weights["path"]).with_name("backbone.json"))
+        )
         datamodule = instantiate(OmegaConf.create(dataset), data_config=backbone.data_config, _convert_="all")
         datamodule.setup("test")
         return cls(

@@ -345,14 +345,26 @@ def _resolve_pretrained(cfg: DictConfig, strategy: TransferStrategy, record: dic
 
 
 def _build_backbone(cfg: DictConfig, strategy: TransferStrategy, pretrained: Any) -> Backbone:
-    return instantiate(cfg.backbone, pretrained=pretrained, _convert_="all")
+    return instantiate(
+        cfg.backbone,
+        pretrained=pretrained,
+        _convert_="all",
+        kind=Backbone,
+        example="transferlab.backbones.create_backbone",
+    )
 
 
 def _build_module(cfg, backbone, strategy, datamodule, source_data) -> TransferModule:
     kwargs: dict[str, Any] = {
         "num_classes": datamodule.num_classes,
-        "optimizer": instantiate(cfg.optimizer),
-        "scheduler": instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        "optimizer": instantiate(cfg.optimizer, kind=torch.optim.Optimizer, example="torch.optim.AdamW"),
+        "scheduler": instantiate(
+            cfg.scheduler,
+            kind=torch.optim.lr_scheduler.LRScheduler,
+            example="transferlab.strategies.schedulers.warmup_cosine",
+        )
+        if cfg.get("scheduler")
+        else None,
         "head_dropout": cfg.head.dropout,
         "label_smoothing": cfg.head.label_smoothing,
         "class_names": datamodule.class_names,
@@ -367,7 +379,9 @@ def _build_regularizer(cfg: DictConfig) -> Regularizer | None:
     conf = cfg.get("regularizer")
     if not conf or conf.get("name", "none") == "none":
         return None
-    return instantiate(without_search_space(conf))
+    return instantiate(
+        without_search_space(conf), kind=Regularizer, example="transferlab.strategies.regularizers.L2SP"
+    )
 
 
 def _build_datamodule(cfg: DictConfig, backbone: Backbone) -> ImageFolderDataModule:
@@ -376,7 +390,13 @@ def _build_datamodule(cfg: DictConfig, backbone: Backbone) -> ImageFolderDataMod
             f"dataset.root is not set for dataset={cfg.dataset.name}; add dataset.root=DIR with "
             "DIR/train/<class>/* and DIR/test/<class>/* images."
         )
-    datamodule = instantiate(cfg.dataset, data_config=backbone.data_config, _convert_="all")
+    datamodule = instantiate(
+        cfg.dataset,
+        data_config=backbone.data_config,
+        _convert_="all",
+        kind=pl.LightningDataModule,
+        example="transferlab.data.ImageFolderDataModule",
+    )
     datamodule.setup("fit")
     return datamodule
 
@@ -485,7 +505,9 @@ def _build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
             steps or last
         ):  # Lightning's ModelCheckpoint takes one trigger: steps get a checkpoint of their own
             conf = OmegaConf.merge(conf, {"every_n_train_steps": None, "save_last": False})
-        callbacks.append(instantiate(conf))
+        callbacks.append(
+            instantiate(conf, kind=pl.Callback, example="pytorch_lightning.callbacks.EarlyStopping")
+        )
         # after the main one, which stays `trainer.checkpoint_callback` (the best checkpoint)
         if last:
             callbacks.append(last_checkpoint(conf.dirpath))

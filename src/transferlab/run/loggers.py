@@ -29,7 +29,11 @@ def build_loggers(cfg: DictConfig, out: Path, resuming: bool = False) -> list[An
             id_file = out / WANDB_ID_FILE
             if resuming and id_file.is_file():  # the resumed run continues the same W&B run
                 conf = OmegaConf.merge(conf, {"id": id_file.read_text().strip(), "resume": "allow"})
-        loggers.append(instantiate(conf, _convert_="all"))
+        loggers.append(
+            instantiate(
+                conf, _convert_="all", kind=pl.loggers.Logger, example="pytorch_lightning.loggers.CSVLogger"
+            )
+        )
     return loggers
 
 

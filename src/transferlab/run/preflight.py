@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from transferlab.core.config import RUN_FILES, redact, refuse_changed_resume
 from transferlab.core.errors import TransferlabError, did_you_mean
 from transferlab.core.schema import check
+from transferlab.core.secrets import refuse_secret_interpolations, refuse_secrets_in
 
 JOBS_CHECKED = 200  # a sweep's first jobs are checked up front; each job checks itself again
 SKIP = (
@@ -46,10 +47,27 @@ RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")
 
 def preflight(argv: list[str]) -> None:
     """Raise `TransferlabError` (one line) if the command would fail or harm earlier work."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        _preflight(argv)
+    except OmegaConfBaseException as exc:  # an interpolation that cannot resolve (a refused secret, ...)
+        cause = exc
+        while cause is not None and not isinstance(cause, TransferlabError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise cause from None
+        key = getattr(exc, "full_key", "") or "a config value"
+        raise TransferlabError(f"{key}: {_first_line(exc)}") from None
+
+
+def _preflight(argv: list[str]) -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a in SKIP or a.startswith("--cfg") for a in argv):
         return
     if any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
         return  # a DDP rank Lightning started: rank 0 checked this command before it launched the others
+    refuse_secrets_in(argv)
+    _check_flag_order(argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides, config_dir = _overrides(argv)
     if config_dir:
@@ -66,12 +84,27 @@ def preflight(argv: list[str]) -> None:
             )
     for i, job in enumerate(jobs[:JOBS_CHECKED]):  # a single run: jobs == [overrides]
         cfg = first if i == 0 else _compose(job)
+        refuse_secret_interpolations(OmegaConf.to_container(cfg, resolve=False))
         check(cfg)
         _check_references(cfg)
         if not multirun:
             _check_run_dir(cfg)
     if multirun:
         _check_sweep_dir(first)
+
+
+def _check_flag_order(argv: list[str]) -> None:
+    """Hydra's parser takes the overrides in one run: `a=1 -m b=2` gets its usage text, not a sweep."""
+    flags = [i for i, a in enumerate(argv) if a in ("-m", "--multirun")]
+    if (
+        flags
+        and any("=" in a and not a.startswith("-") for a in argv[: flags[0]])
+        and flags[0] < len(argv) - 1
+    ):
+        raise TransferlabError(
+            f"{argv[flags[0]]} comes after the override {argv[0]}: put it first, e.g. "
+            f"python -m transferlab.train -m {' '.join(a for a in argv if a not in ('-m', '--multirun'))}"
+        )
 
 
 def _overrides(argv: list[str]) -> tuple[list[str], str | None]:

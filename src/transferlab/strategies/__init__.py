@@ -13,7 +13,9 @@ from transferlab.strategies.simple import KNN, BitFit, Full, LinearProbe, Partia
 
 def build_strategy(conf: DictConfig) -> TransferStrategy:
     """The strategy of a `strategy` config node (its `search_space` is for the sweeper only)."""
-    return instantiate(without_search_space(conf))
+    return instantiate(
+        without_search_space(conf), kind=TransferStrategy, example="transferlab.strategies.Full"
+    )
 
 
 __all__ = [

@@ -31,7 +31,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from transferlab.core.errors import TransferlabError
-from transferlab.tuning.pruning import PRUNER_ATTR
+from transferlab.tuning.pruning import PRUNER_ATTR, pruner_record
 from transferlab.tuning.space import declared_space, format_value, parse_space
 from transferlab.tuning.storage import default_storage, open_storage
 
@@ -112,7 +112,7 @@ class OptunaSweeperImpl(Sweeper):
         )
         self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
         pruner = config.hydra.sweeper.get("pruner")
-        self.pruner_config = OmegaConf.to_container(pruner, resolve=True) if pruner else None
+        self.pruner_config = pruner_record(OmegaConf.to_container(pruner, resolve=True) if pruner else None)
 
     # ------------------------------------------------------------------------------ the sweep
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
