@@ -1,0 +1,120 @@
+"""experiment=source_selection / python -m transferlab.select: every candidate scored on the target's
+training split, from the feature cache, LEEP/NCE with the candidate's own exported head."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transferlab import selection
+from transferlab.backbones import create_backbone
+from transferlab.core.errors import TransferlabError
+from transferlab.sources.select import CSV, PLOT, run_selection
+
+from .conftest import compose_cfg, run_cli
+
+TINY = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A tiny finished source run (digits 0-4, one short epoch): a run directory with a head."""
+    from transferlab.run.job import train
+
+    out = tmp_path_factory.mktemp("source") / "digits04"
+    record = train(compose_cfg(out, ["experiment=digits_source", *TINY]))
+    assert record["status"] == "ok", record["error"]
+    return out
+
+
+def _select(out, *overrides):
+    return compose_cfg(out, ["experiment=source_selection", *overrides])
+
+
+def test_two_candidates_are_scored_from_the_cache_with_their_own_head(source_run, tmp_path):
+    cfg = _select(tmp_path / "sel", f"selection.candidates=[{source_run},random]")
+    table = run_selection(cfg)
+    csv = pd.read_csv(tmp_path / "sel" / CSV)
+    assert list(csv["candidate"]) == ["digits04", "random"]
+    assert (tmp_path / "sel" / PLOT).read_bytes()[:4] == b"\x89PNG"
+    src, rnd = csv.iloc[0], csv.iloc[1]
+    for score in ("logme", "hscore", "knn", "linear_probe"):
+        assert np.isfinite(src[score]) and np.isfinite(rnd[score]), score
+    assert np.isfinite(src["leep"]) and np.isfinite(src["nce"]) and bool(src["has_head"])
+    assert np.isnan(rnd["leep"]) and np.isnan(rnd["nce"]) and "no head" in rnd["note"]
+    assert csv["train_samples"].tolist() == [50, 50]  # digits 5-9, 10 labels per class
+    assert (csv["seconds"] > 0).all() and (csv["seconds"] >= csv["score_seconds"]).all()
+    source_acc = json.loads((source_run / "results.json").read_text())["metrics"]["test/acc"]
+    assert src["source_acc"] == pytest.approx(source_acc)
+    assert src["logme_rank"] in (1, 2) and sorted(csv["logme_rank"]) == [1, 2]
+
+    # LEEP by hand: the exported backbone's features of the same training images, through the exported head
+    backbone = create_backbone("simple_cnn", pretrained=str(source_run), image_size=32).eval()
+    dm = cfg.dataset
+    from transferlab.core.errors import instantiate
+
+    datamodule = instantiate(dm, data_config=backbone.data_config, _convert_="all")
+    datamodule.setup("fit")
+    with torch.no_grad():
+        batches = [(backbone(x), y) for x, y in datamodule.eval_dataloader("train")]
+    features = torch.cat([f for f, _ in batches]).double().numpy()
+    labels = torch.cat([y for _, y in batches]).numpy()
+    head = load_file(str(source_run / "head.safetensors"))
+    logits = features @ head["weight"].double().numpy().T + head["bias"].double().numpy()
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    assert src["leep"] == pytest.approx(selection.leep(probs, labels), rel=1e-4)
+    assert src["nce"] == pytest.approx(selection.nce(probs.argmax(1), labels), rel=1e-6)
+    assert src["logme"] == pytest.approx(selection.logme(features, labels), rel=1e-4)
+
+    # a second selection reads the features from the cache and gives the same scores
+    again = run_selection(_select(tmp_path / "sel2", f"selection.candidates=[{source_run},random]"))
+    assert list(again["cache"]) == ["hit", "hit"]
+    assert again["logme"].tolist() == pytest.approx(table["logme"].tolist(), rel=1e-12)
+
+
+def test_weight_files_and_mappings_are_candidates_and_bad_ones_are_named(source_run, tmp_path):
+    weights = source_run / "backbone.safetensors"
+    cfg = _select(
+        tmp_path / "sel",
+        f"selection.candidates=[{{name: as_file, pretrained: {weights}}},{source_run}]",
+        "selection.scores=[logme,nce]",
+    )
+    table = run_selection(cfg)
+    assert list(table["candidate"]) == ["as_file", "digits04"]
+    assert table["logme"].iloc[0] == pytest.approx(table["logme"].iloc[1], rel=1e-12)
+    assert list(table.columns[:3]) == ["candidate", "logme", "nce"]
+    with pytest.raises(TransferlabError, match="selection.scores has 'logmee'.*Did you mean logme"):
+        run_selection(_select(tmp_path / "b1", "selection.candidates=[random]", "selection.scores=[logmee]"))
+    with pytest.raises(TransferlabError, match="/no/such.safetensors is no file or directory"):
+        run_selection(_select(tmp_path / "b2", "selection.candidates=[/no/such.safetensors]"))
+    with pytest.raises(TransferlabError, match="names random more than once"):
+        run_selection(_select(tmp_path / "b3", "selection.candidates=[random,random]"))
+
+
+def test_an_unreachable_hub_candidate_is_reported_in_its_row(tmp_path):
+    table = run_selection(
+        _select(tmp_path / "sel", "selection.candidates=[resnet18,random]", "selection.scores=[logme]")
+    )
+    row = table.set_index("candidate").loc["resnet18"]
+    assert np.isnan(row["logme"]) and "Could not get pretrained weights for 'resnet18'" in row["note"]
+    assert np.isfinite(table.set_index("candidate").loc["random", "logme"])
+
+
+@pytest.mark.slow
+def test_the_select_command_writes_the_table(source_run, tmp_path):
+    out = tmp_path / "cli"
+    done = run_cli(
+        f"selection.candidates=[{source_run},random]",
+        "selection.scores=[logme,leep]",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+        module="transferlab.select",
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pd.read_csv(out / CSV)["candidate"].tolist() == ["digits04", "random"]
