@@ -22,7 +22,7 @@ install_env_guard()  # `${oc.env:<secret>}` never resolves into a config (here a
 def task(cfg: DictConfig) -> float | None:
     """The Hydra task function: run the job and return `optimized_metric` of the selected model (what a
     sweeper optimizes; a validation metric, never a test one), or None when the job did not finish ok."""
-    if cfg.get("selection") is not None or cfg.get("zoo_build"):  # source_selection / source_zoo: no target run
+    if cfg.get("selection") is not None or cfg.get("zoo_build"):  # source selection / zoo: no target run
         from transferlab.sources.select import run_task as run_selection
 
         return run_selection(cfg)
