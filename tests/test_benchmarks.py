@@ -103,3 +103,28 @@ def test_gpu_check_without_cuda_says_so_in_one_line():
         pytest.skip("a CUDA GPU is here")
     out = run_cli("--steps", "3", cwd=REPO, module="benchmarks.gpu_check")
     assert out.returncode == 0 and out.stdout.count("\n") == 1 and "no CUDA GPU" in out.stdout
+
+
+def test_input_pipeline_benchmark():
+    args = [
+        "--images",
+        "40",
+        "--jpeg-size",
+        "40",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--batches",
+        "2",
+    ]
+    result = run_benchmark("input_pipeline", *args, "--workers", "0,1", "--repeats", "1")
+    assert set(result["workers"]) == {"0", "1"}
+    for measured in result["workers"].values():
+        assert set(measured["images_per_second"]) == {
+            "transferlab",
+            "transferlab_torchvision",
+            "torchvision_imagefolder",
+            "tensor_v2",
+        }
+        assert all(s["median"] > 0 for s in measured["ratio_over_transferlab_pil"].values())

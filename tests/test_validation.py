@@ -71,6 +71,7 @@ REFUSED = [
     ("dataset.num_workers=-1", "dataset.num_workers=-1"),
     ("dataset.verify=maybe", "dataset.verify=maybe"),
     ("dataset.recheck=sometimes", "dataset.recheck=sometimes"),
+    ("dataset.decoder=cv2", "dataset.decoder=cv2"),
     ("dataset.mean=[1,2]", "dataset.mean=[1,2]: has too few values"),
     ("dataset=image_folder", "dataset.root is required"),
     ("dataset=image_folder dataset.root={tmp}/nowhere", "dataset.root={tmp}/nowhere: no such directory"),

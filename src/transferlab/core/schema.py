@@ -66,6 +66,7 @@ class Dataset(_Group):
     verify: Literal["full", "header", "none"] = "full"
     hash: Literal["content", "stat"] = "content"
     recheck: Literal["files", "folders"] = "files"
+    decoder: Literal["pil", "torchvision"] = "pil"
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 

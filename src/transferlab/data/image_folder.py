@@ -18,7 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 from transferlab.core.errors import TransferlabError, did_you_mean
 from transferlab.data.loaders import make_loader, resume_position
 from transferlab.data.manifest import Manifest
-from transferlab.data.transforms import Augment, eval_transform, train_transform
+from transferlab.data.transforms import (
+    Augment,
+    decode_file,
+    eval_transform,
+    tensor_transform,
+    train_transform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +134,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         hash: str = "content",
         recheck: str = "files",
         manifest_dir: str | None = None,
+        decoder: str = "pil",
         seed: int = 0,
         data_config: dict[str, Any] | None = None,
         name: str = "image_folder",
@@ -156,6 +163,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.hash = hash
         self.recheck = recheck
         self.manifest = Manifest(self.root, manifest_dir)
+        self.decoder = decoder  # pil | torchvision (torchvision.io + transforms.v2 on uint8 tensors)
         self.seed = int(seed)
         self.name = name
         self.splits: dict[str, list[Sample]] = {}
@@ -239,6 +247,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def read(self, key: Any) -> Image.Image:
         return read_file(key)
+
+    def read_tensor(self, key: Any) -> Any:
+        """What `dataset.decoder=torchvision` reads: files through torchvision.io; a source with its own
+        `read` (Hugging Face) gives its PIL image, which the tensor transform converts."""
+        if type(self).read is not ImageFolderDataModule.read:
+            return self.read(key)
+        return decode_file(key, fallback=read_file)
 
     def digests(self, keys: list[Any]) -> np.ndarray:
         """A digest row per image, in order (uint8: the content's sha256, or size and mtime), from the
@@ -345,13 +360,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return len(self.class_names)
 
     def transform(self, split: str, augment: bool = True):
+        if self.decoder == "torchvision":
+            train = split == "train" and augment
+            return tensor_transform(self.image_size, self.mean, self.std, self.augment if train else None)
         if split == "train" and augment:
             return train_transform(self.image_size, self.mean, self.std, self.augment)
         return eval_transform(self.image_size, self.mean, self.std)
 
     def dataset(self, split: str, augment: bool = True) -> ImageDataset:
         self.setup()
-        return ImageDataset(self.splits[split], self.transform(split, augment), self.read)
+        read = self.read_tensor if self.decoder == "torchvision" else self.read
+        return ImageDataset(self.splits[split], self.transform(split, augment), read)
 
     def _loader(self, split: str, shuffle: bool, augment: bool = True) -> DataLoader:
         return make_loader(
@@ -403,6 +422,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             "hash": self.hash,
             "verify": self.verify,
             "recheck": self.recheck,
+            "decoder": self.decoder,
             "test_missing_classes": self.test_missing_classes,
             "duplicates_across_splits": self.duplicates_across_splits,
         }

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torchvision import transforms as T
+from torchvision.transforms import v2
 
 
 @dataclass
@@ -48,3 +51,43 @@ def train_transform(
     if augment.hflip:
         steps.append(T.RandomHorizontalFlip(augment.hflip))
     return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+
+
+def tensor_transform(
+    image_size: int, mean: Sequence[float], std: Sequence[float], augment: Augment | None = None
+) -> v2.Compose:
+    """`dataset.decoder=torchvision`: the same steps on uint8 image tensors (or PIL images), torchvision
+    `transforms.v2`, float only for the normalization; the evaluation transform when `augment` is None or
+    off. Outputs equal the PIL path's up to resampling differences (see tests/test_data.py)."""
+    steps: list = [v2.ToImage()]
+    if augment is None or not augment.active:
+        steps.append(v2.Resize((image_size, image_size), antialias=True))
+    else:
+        steps.append(v2.RandomResizedCrop(image_size, scale=tuple(augment.zoom), antialias=True))
+        if augment.shear or augment.rotation or augment.translate:
+            translate = (augment.translate, augment.translate) if augment.translate else None
+            steps.append(
+                v2.RandomAffine(degrees=augment.rotation, translate=translate, shear=augment.shear or None)
+            )
+        if augment.hflip:
+            steps.append(v2.RandomHorizontalFlip(augment.hflip))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
+    return v2.Compose(steps)
+
+
+TENSOR_DECODED = (".jpg", ".jpeg", ".png")
+
+
+def decode_file(path: str, fallback: Callable[[str], Any]) -> Any:
+    """`dataset.decoder=torchvision`: a JPEG or 8-bit PNG as a uint8 RGB tensor (CHW) decoded by
+    torchvision.io; other files (and 16-bit PNGs) as `fallback(path)` gives them (a PIL image, which
+    `tensor_transform` also takes)."""
+    if not str(path).lower().endswith(TENSOR_DECODED):
+        return fallback(path)
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        image = decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        return fallback(path)  # names the file if it cannot read it either
+    return image if image.dtype == torch.uint8 else fallback(path)
