@@ -11,6 +11,11 @@ reaches <point>. Tests use it to prove that a run killed anywhere resumes exactl
     write:<file name>                         the new content is written but has not replaced the file
     csv_append                                half of a metrics.csv row is written
     source:<point>                            any point above, during source pretraining
+
+    TRANSFERLAB_FILL_DISK_AT=<point>[@<n>]:<folder>
+
+fills the file system holding <folder> (a file of zeros until the disk says it is full) the n-th time
+<point> is reached, and the process goes on: a disk that fills up during a run, for real.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 ENV = "TRANSFERLAB_CRASH_AT"
+FILL_ENV = "TRANSFERLAB_FILL_DISK_AT"
 _reached: Counter[str] = Counter()
 _scope: list[str] = []
 
@@ -28,10 +34,15 @@ _scope: list[str] = []
 def crash_point(name: str, before: Callable[[], None] | None = None) -> None:
     """Die here if `TRANSFERLAB_CRASH_AT` names this point (after running `before`, e.g. a partial write)."""
     spec = os.environ.get(ENV)
-    if not spec:
+    fill = os.environ.get(FILL_ENV)
+    if not spec and not fill:
         return
     point = "".join(_scope) + name
     _reached[point] += 1
+    if fill:
+        _maybe_fill(fill, point)
+    if not spec:
+        return
     for item in spec.split(","):
         wanted, _, nth = item.strip().partition("@")
         if wanted == point and _reached[point] == int(nth or 1):
@@ -48,3 +59,15 @@ def scope(prefix: str) -> Iterator[None]:
         yield
     finally:
         _scope.pop()
+
+
+def _maybe_fill(spec: str, point: str) -> None:
+    wanted, _, folder = spec.partition(":")
+    wanted, _, nth = wanted.partition("@")
+    if wanted != point or _reached[point] != int(nth or 1):
+        return
+    block = b"\0" * (1 << 16)
+    with contextlib.suppress(OSError), open(os.path.join(folder, ".fill"), "ab") as f:
+        while True:
+            f.write(block)
+            f.flush()

@@ -159,7 +159,7 @@ class HFDataModule(ImageFolderDataModule):
         )
         try:
             record = json.loads(record_path.read_text())
-            if record["signature"] == signature:
+            if record["signature"] == signature and _same_contents(record):
                 loaded = {
                     split: datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
                     for split, files in record["splits"].items()
@@ -180,6 +180,8 @@ class HFDataModule(ImageFolderDataModule):
             "splits": {split: [f["filename"] for f in data.cache_files] for split, data in loaded.items()},
             "fingerprints": {split: data._fingerprint for split, data in loaded.items()},
         }
+        # An Arrow file's fingerprint is not a content check: the files' sha256 decide whether it is reused.
+        record["sha256"] = {f: _sha256(f) for files in record["splits"].values() for f in files}
         if all(record["splits"].values()):  # memory-mapped from files (not held in memory): reusable
             try:
                 with atomic_open(record_path, "w") as f:
@@ -203,6 +205,23 @@ class HFDataModule(ImageFolderDataModule):
             self.manifest.digests(files, verify="none", hash="stat", recheck=self.recheck).tobytes()
         )
         return digest.hexdigest()
+
+
+def _same_contents(record: dict[str, Any]) -> bool:
+    """Whether every Arrow file the record names still holds the bytes it held when it was written."""
+    hashes = record.get("sha256")
+    files = [f for names in record["splits"].values() for f in names]
+    if not isinstance(hashes, dict) or not files:
+        return False
+    if not all(isinstance(f, str) and hashes.get(f) == _sha256(f) for f in files):
+        log.warning("The Arrow cache of this folder changed since it was written: loading the folder again.")
+        return False
+    return True
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _local_source(local: Path) -> dict[str, Any]:

@@ -39,7 +39,8 @@ VERIFY_LEVELS = {"none": 0, "header": 1, "full": 2}
 HASH_MODES = ("content", "stat")
 RECHECK_MODES = ("files", "folders")
 RACY_NS = 1_000_000_000  # a folder changed this close to when it was seen is not trusted (coarse clocks)
-FORMAT = 3  # stored in the file; another number is ignored (read again)
+FORMAT = 4  # stored in the file; another number is ignored (read again). 4: names joined by NUL
+SEPARATOR = "\0"  # the one character a POSIX file name cannot hold (a newline can)
 PROGRESS_FROM = 2000  # files to read before a progress bar is worth showing
 
 
@@ -85,6 +86,24 @@ class Columns:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return self.size, self.mtime_ns, self.sha256, self.verified, self.hashed
+
+    def check(self) -> None:
+        """`ValueError` unless every column has one row per key, with the dtype and shape it should."""
+        n = len(self.keys)
+        expected = (
+            (np.int64, (n,)),
+            (np.int64, (n,)),
+            (np.uint8, (n, 32)),
+            (np.uint8, (n,)),
+            (np.bool_, (n,)),
+        )
+        for name, array, (dtype, shape) in zip(
+            ("size", "mtime_ns", "sha256", "verified", "hashed"), self.arrays(), expected, strict=True
+        ):
+            if array.dtype != dtype or array.shape != shape:
+                raise ValueError(
+                    f"column {name} is {array.dtype}{array.shape}, expected {np.dtype(dtype)}{shape}"
+                )
 
 
 class Manifest:
@@ -204,11 +223,14 @@ class Manifest:
                 keys = _split(z["keys"], len(z["size"]))
                 times = zip(z["folder_mtime_ns"].tolist(), z["folder_seen_ns"].tolist(), strict=True)
                 folders = dict(zip(_split(z["folders"], len(z["folder_mtime_ns"])), times, strict=True))
-                return Columns(
+                columns = Columns(
                     keys, z["size"], z["mtime_ns"], z["sha256"], z["verified"], z["hashed"], folders
                 )
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # damaged: read the data again
-            log.warning("Ignoring the unreadable data manifest %s (%s).", self.path, exc)
+                columns.check()
+                return columns
+        except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+            # damaged or foreign: read the data again (the manifest is rewritten with what is read)
+            log.warning("Ignoring the unreadable data manifest %s (%s); rebuilding it.", self.path, exc)
             return Columns.empty()
 
     def _save(self, columns: Columns) -> None:
@@ -239,11 +261,17 @@ class Manifest:
 
 
 def _joined(names: list[str]) -> np.ndarray:
-    return np.frombuffer("\n".join(names).encode(), np.uint8)
+    return np.frombuffer(SEPARATOR.join(names).encode("utf-8", "surrogateescape"), np.uint8)
 
 
 def _split(joined: np.ndarray, count: int) -> list[str]:
-    return joined.tobytes().decode().split("\n") if count else []
+    """The names `_joined` stored; `ValueError` unless there are `count` of them."""
+    if joined.dtype != np.uint8 or joined.ndim != 1:
+        raise ValueError(f"names column is {joined.dtype}{joined.shape}, expected uint8 bytes")
+    names = joined.tobytes().decode("utf-8", "surrogateescape").split(SEPARATOR) if count else []
+    if len(names) != count:
+        raise ValueError(f"{len(names)} names for {count} rows")
+    return names
 
 
 def _folder_times(root: Path, keys: list[str]) -> dict[str, tuple[int, int]]:

@@ -9,6 +9,7 @@ Also runs at the end of every `-m` sweep (Hydra callback `ReportCallback`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,11 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.core.atomic import atomic_open
+from transferlab.core.errors import TransferlabError
+from transferlab.core.locks import DirectoryLock
 from transferlab.report.analysis import Analysis, Options, analyse
 from transferlab.report.collect import RESULTS_FILE, design, load_rows
+from transferlab.report.files import ReportFiles, open_output
 from transferlab.report.markdown import render_markdown
 from transferlab.report.plots import make_plots
 from transferlab.report.stats import COMPARISON_COLUMNS
@@ -35,26 +38,43 @@ class SweepReport:
     analysis: Analysis
     failed: list[str] = field(default_factory=list)  # failed jobs other than tuning trials
     files: list[Path] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # results.json files that are not ours
+    moved_aside: list[Path] = field(default_factory=list)  # files there that the report did not write
 
 
-def build_report(sweep_dir: str | Path, **options: Any) -> SweepReport:
+def build_report(sweep_dir: str | Path, lock: bool = False, **options: Any) -> SweepReport:
     """Write results.csv, comparison.csv, report.md and the plots into `sweep_dir`; re-running gives the
-    same files. `options` (metric, baseline, alpha, test) override the sweep's `report.*` config."""
+    same files. `options` (metric, baseline, alpha, test) override the sweep's `report.*` config. With
+    `lock`, the sweep directory's lock is taken for the writing (a live sweep holds it: refused)."""
     sweep_dir = Path(sweep_dir).resolve()
+    if not sweep_dir.is_dir():
+        raise TransferlabError(
+            f"{sweep_dir}: no such directory; give a sweep directory (outputs/<exp>/multiruns/<time>)."
+        )
     rows = load_rows(sweep_dir)
+    rejected = rows.attrs.get("rejected", [])
     if rows.empty:
-        raise FileNotFoundError(f"No {RESULTS_FILE} below {sweep_dir}: is it a transferlab sweep directory?")
+        found = f"; its {RESULTS_FILE} files are not transferlab records: " if rejected else ""
+        found += ", ".join(f"{job} ({why})" for job, why in rejected[:5])
+        raise TransferlabError(
+            f"{sweep_dir} holds no transferlab run record{found or f' (no {RESULTS_FILE} below it)'}; "
+            "give a transferlab sweep directory. Nothing was written."
+        )
     settings = Options.from_config(_report_config(rows), **options)
     analysis = analyse(design(rows), settings)
     trial = rows.get("tuning_phase", pd.Series(index=rows.index, dtype=object)) == "trial"
     failed = rows.loc[~rows["status"].isin(["ok", "pruned"]) & ~trial, "job"].tolist()
-    report = SweepReport(sweep_dir, rows, analysis, failed)
-    _write_csv(rows, sweep_dir / "results.csv")
-    _write_csv(comparison_table(analysis), sweep_dir / "comparison.csv")
-    plots = make_plots(analysis, sweep_dir)
-    with atomic_open(sweep_dir / "report.md", "w") as f:
-        f.write(render_markdown(analysis, rows, sweep_dir, plots))
+    report = SweepReport(sweep_dir, rows, analysis, failed, rejected=rejected)
+    files = ReportFiles(sweep_dir)
+    owner = DirectoryLock(sweep_dir, "sweep", "wait for it to finish: its report is built when it ends")
+    with owner if lock else contextlib.nullcontext(), files.active():
+        _write_csv(rows, sweep_dir / "results.csv")
+        _write_csv(comparison_table(analysis), sweep_dir / "comparison.csv")
+        plots = make_plots(analysis, sweep_dir)
+        with open_output(sweep_dir / "report.md", "w") as f:
+            f.write(render_markdown(analysis, rows, sweep_dir, plots))
     report.files = [sweep_dir / "results.csv", sweep_dir / "comparison.csv", *plots, sweep_dir / "report.md"]
+    report.moved_aside = files.moved
     return report
 
 
@@ -76,7 +96,7 @@ def comparison_table(analysis: Analysis) -> pd.DataFrame:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_open(path, "w") as f:
+    with open_output(path, "w") as f:
         frame.to_csv(f, index=False)
 
 
@@ -89,9 +109,10 @@ class ReportCallback(Callback):
             report = build_report(
                 sweep_dir, **OmegaConf.to_container(config.get("report") or {}, resolve=True)
             )
-        except FileNotFoundError as exc:
+        except TransferlabError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
+        _say_what_was_skipped(report)
         print(f"Report: {sweep_dir / 'report.md'}")
         if report.failed:
             print(
@@ -99,6 +120,13 @@ class ReportCallback(Callback):
                 file=sys.stderr,
             )
             sys.exit(1)
+
+
+def _say_what_was_skipped(report: SweepReport) -> None:
+    for job, why in report.rejected:
+        print(f"warning: {job} left out: {why}.", file=sys.stderr)
+    for path in report.moved_aside:
+        print(f"warning: {path.name} was not written by this report; moved to {path}.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,11 +148,30 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         report = build_report(
-            args.sweep_dir, metric=args.metric, baseline=args.baseline, alpha=args.alpha, test=args.test
+            args.sweep_dir,
+            metric=args.metric,
+            baseline=args.baseline,
+            alpha=args.alpha,
+            test=args.test,
+            lock=True,
         )
-    except FileNotFoundError as exc:
+    except TransferlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # a read-only or full folder
+        print(
+            f"error: cannot write the report into {args.sweep_dir}: {exc.strerror} ({exc.filename}).",
+            file=sys.stderr,
+        )
         sys.exit(1)
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; every report file is written whole or not at all, so the folder holds the "
+            "previous report or parts of the new one: run the command again.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
+    _say_what_was_skipped(report)
     print((report.sweep_dir / "report.md").read_text())
     print("Wrote: " + ", ".join(p.name for p in report.files))
     if args.wandb:

@@ -79,12 +79,41 @@ def _natural(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in name.replace("/", " / ").split())
 
 
+# A transferlab record has these (every run writes them from its start): anything else is another tool's.
+RECORD_KEYS = ("status", "strategy", "backbone", "dataset", "config")
+STATUSES = ("running", "ok", "failed", "diverged", "pruned", "interrupted")
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A job's results.json, or `ValueError` saying in a few words why it is not a transferlab record."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+        record = json.loads(text)
+    except UnicodeDecodeError:
+        raise ValueError("binary, not JSON") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except OSError as exc:
+        raise ValueError(f"unreadable ({exc.strerror})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not a transferlab record")
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing or record.get("status") not in STATUSES:
+        raise ValueError(f"not a transferlab record (no {', '.join(missing) or 'known status'})")
+    return record
+
+
 def load_rows(sweep_dir: Path) -> pd.DataFrame:
     """One row per job: run fields, metrics, data hashes, tuning marks, swept overrides and the
-    flattened resolved config (`config.<key>` columns)."""
-    rows = []
+    flattened resolved config (`config.<key>` columns). Files that are not transferlab records are left
+    out and listed in `rows.attrs["rejected"]` (job, reason)."""
+    rows, rejected = [], []
     for path in find_results(sweep_dir):
-        record = json.loads(path.read_text())
+        try:
+            record = read_record(path)
+        except ValueError as exc:
+            rejected.append((path.relative_to(sweep_dir).as_posix(), str(exc)))
+            continue
         row: dict[str, Any] = {"job": path.parent.relative_to(sweep_dir).as_posix() or "."}
         row.update({k: record.get(k) for k in ROW_FIELDS})
         row.update({m: (record.get("metrics") or {}).get(m) for m in METRICS})
@@ -100,7 +129,9 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
         config = pd.json_normalize(record.get("config") or {}, sep=".").to_dict("records")
         row.update({f"config.{k}": _scalar(v) for k, v in (config[0] if config else {}).items()})
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["rejected"] = rejected
+    return frame
 
 
 def _scalar(value: Any) -> Any:

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from transferlab.report import stats
 from transferlab.report.analysis import Analysis
 from transferlab.report.collect import DEPTH_KEYS, SIZE_KEYS, key_name, label
+from transferlab.report.files import open_output
 
 MARKERS = "osD^vP*Xh<>p"
 TIED, OTHER, BASELINE = "tab:blue", "tab:gray", "tab:orange"
@@ -18,7 +19,8 @@ TIED, OTHER, BASELINE = "tab:blue", "tab:gray", "tab:orange"
 
 def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    with open_output(path, "wb") as f:  # atomic, and never over a file the report did not write
+        fig.savefig(f, format="png", dpi=110, metadata={"Software": None})
     return path
 
 

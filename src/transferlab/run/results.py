@@ -84,5 +84,24 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
         f.write("\n")
 
 
+RESERVE = ".reserve"  # a few blocks kept free for the final record, given back just before it is written
+RESERVE_BYTES = 256 * 1024
+
+
+def reserve_space(out: Path) -> None:
+    """Hold `RESERVE_BYTES` in `out`, so a disk that fills during the run still has room for results.json."""
+    try:
+        with open(out / RESERVE, "wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        (out / RESERVE).unlink(missing_ok=True)
+
+
+def release_space(out: Path) -> None:
+    (Path(out) / RESERVE).unlink(missing_ok=True)
+
+
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
