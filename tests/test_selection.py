@@ -67,7 +67,7 @@ def _separable(seed: int = 0, n_per_class: int = 30, classes: int = 4, dim: int 
     return centers[y] + rng.normal(size=(len(y), dim)), y
 
 
-@pytest.mark.parametrize("score", ["logme", "hscore", "knn_score", "linear_probe_score"])
+@pytest.mark.parametrize("score", ["logme", "hscore", "regularized_hscore", "knn_score", "linear_probe_score"])
 def test_features_that_separate_the_classes_score_above_shuffled_labels(score):
     f, y = _separable()
     shuffled = np.random.default_rng(1).permutation(y)
@@ -124,3 +124,22 @@ def test_the_scores_import_numpy_and_scipy_only():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_regularized_hscore_uses_the_ledoit_wolf_covariance():
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(5)
+    y = np.arange(40) % 4
+    f = rng.normal(size=(40, 64)) + 2.0 * np.eye(4, 64)[y]  # more dimensions than samples
+    centered = f - f.mean(axis=0)
+    lw = LedoitWolf(assume_centered=False).fit(centered)
+    means = np.stack([centered[y == c].mean(axis=0) for c in range(4)])[y]
+    expected = np.trace(
+        np.linalg.pinv(lw.covariance_, rcond=1e-15) @ ((1 - lw.shrinkage_) * np.cov(means, rowvar=False))
+    )
+    assert selection.regularized_hscore(f, y) == pytest.approx(expected, rel=1e-9)
+    # the plain H-score saturates at C - 1 here; the regularized one still tells real labels from shuffled
+    assert selection.hscore(f, y) == pytest.approx(3.0, rel=1e-6)
+    shuffled = np.random.default_rng(1).permutation(y)
+    assert selection.regularized_hscore(f, y) > selection.regularized_hscore(f, shuffled) + 0.1

@@ -43,7 +43,7 @@ def test_two_candidates_are_scored_from_the_cache_with_their_own_head(source_run
     assert list(csv["candidate"]) == ["digits04", "random"]
     assert (tmp_path / "sel" / PLOT).read_bytes()[:4] == b"\x89PNG"
     src, rnd = csv.iloc[0], csv.iloc[1]
-    for score in ("logme", "hscore", "knn", "linear_probe"):
+    for score in ("logme", "hscore", "hscore_reg", "knn", "linear_probe"):
         assert np.isfinite(src[score]) and np.isfinite(rnd[score]), score
     assert np.isfinite(src["leep"]) and np.isfinite(src["nce"]) and bool(src["has_head"])
     assert np.isnan(rnd["leep"]) and np.isnan(rnd["nce"]) and "no head" in rnd["note"]

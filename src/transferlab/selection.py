@@ -2,7 +2,8 @@
 
 Numpy arrays in, a float out; higher is better for every score. LogME (its default fixed-point
 algorithm), LEEP and NCE compute what the authors' reference code computes (thuml/LogME: `LogME.py`,
-`LEEP.py`, `NCE.py`); H-score is Bao et al. 2019 as in TLlib. `knn_score` and `linear_probe_score`
+`LEEP.py`, `NCE.py`); H-score is Bao et al. 2019 as in TLlib, and its shrinkage-regularized form
+(Ibrahim et al. 2022) for features that outnumber the samples. `knn_score` and `linear_probe_score`
 are cross-validated accuracies of a k-NN and an L2 logistic regression on the features. This module
 imports numpy and scipy only, so scoring many candidates costs seconds.
 """
@@ -13,7 +14,16 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
-__all__ = ["NoHeadError", "hscore", "knn_score", "leep", "linear_probe_score", "logme", "nce"]
+__all__ = [
+    "NoHeadError",
+    "hscore",
+    "knn_score",
+    "leep",
+    "linear_probe_score",
+    "logme",
+    "nce",
+    "regularized_hscore",
+]
 
 
 class NoHeadError(ValueError):
@@ -166,6 +176,40 @@ def hscore(features, labels) -> float:
         g[y == c] = f[y == c].mean(axis=0)
     cov_g = np.cov(g, rowvar=False).reshape(f.shape[1], f.shape[1])
     return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ cov_g))
+
+
+def regularized_hscore(features, labels) -> float:
+    """H-score with a Ledoit-Wolf shrunk feature covariance (Ibrahim et al. 2022, TLlib's
+    `regularized_h_score`): stays informative when the features outnumber the samples, where the plain
+    H-score saturates at C - 1."""
+    f = _matrix(features, "features")
+    y = _labels(labels, len(f))
+    _two_classes(y)
+    f = f - f.mean(axis=0, keepdims=True)
+    shrinkage = _ledoit_wolf_shrinkage(f)
+    emp = f.T @ f / len(f)
+    mu = np.trace(emp) / f.shape[1]
+    cov_f = (1.0 - shrinkage) * emp + shrinkage * mu * np.eye(f.shape[1])
+    g = np.zeros_like(f)
+    for c in np.unique(y):
+        g[y == c] = f[y == c].mean(axis=0)
+    cov_g = np.cov(g, rowvar=False).reshape(f.shape[1], f.shape[1])
+    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ ((1.0 - shrinkage) * cov_g)))
+
+
+def _ledoit_wolf_shrinkage(x: np.ndarray) -> float:
+    """The Ledoit-Wolf shrinkage intensity of centered samples `x` (the estimate scikit-learn uses)."""
+    n, p = x.shape
+    if p == 1:
+        return 0.0
+    x2 = x**2
+    trace = x2.sum(axis=0) / n
+    mu = trace.sum() / p
+    delta_ = np.sum((x.T @ x) ** 2) / n**2
+    beta = (np.sum(x2.T @ x2) / n - delta_) / (p * n)
+    delta = (delta_ - 2.0 * mu * trace.sum() + p * mu**2) / p
+    beta = min(beta, delta)
+    return 0.0 if beta == 0 else float(beta / delta)
 
 
 # ----------------------------------------------------------------------------- k-NN, linear probe

@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 FEATURE_SCORES = {
     "logme": selection.logme,
     "hscore": selection.hscore,
+    "hscore_reg": selection.regularized_hscore,
     "knn": selection.knn_score,
     "linear_probe": selection.linear_probe_score,
 }
 HEAD_SCORES = {"leep": selection.leep, "nce": selection.nce}
-SCORES = ("logme", "leep", "nce", "hscore", "knn", "linear_probe")
+SCORES = ("logme", "leep", "nce", "hscore", "hscore_reg", "knn", "linear_probe")
 
 
 def check_scores(names: list[str]) -> list[str]:
