@@ -94,3 +94,33 @@ def test_the_readme_commands_compose(tmp_path):
         "--config-dir", str(tmp_path / "my_configs"), "dataset=flowers", "--cfg", "job", cwd=tmp_path
     )
     assert "name: flowers" in flowers.stdout and "image_size: 128" in flowers.stdout
+
+
+HYDRAS_OWN_HELP = (  # Hydra's --help as it comes, without transferlab's shared repository (the slow path)
+    "import sys, hydra, transferlab.train as t\n"
+    "sys.argv[0] = t.__file__\n"
+    "hydra.main(version_base='1.3', config_path=t.CONFIG_PATH, config_name='train')(t.task)()\n"
+)
+
+
+def test_help_lists_every_group_and_option_as_hydras_own_help(tmp_path):
+    user = tmp_path / "user_configs"
+    for path in ("backbone/my_resnet.yaml", "my_group/option_a.yaml", "hydra/launcher/my_launcher.yaml"):
+        (user / path).parent.mkdir(parents=True, exist_ok=True)
+        (user / path).write_text("a: 1\n")
+    args = ["--config-dir", str(user), "--help", "hydra.help.template=$APP_CONFIG_GROUPS$HYDRA_CONFIG_GROUPS"]
+    ours = run_cli(*args, cwd=tmp_path)
+    hydras = subprocess.run(
+        [sys.executable, "-c", HYDRAS_OWN_HELP, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert ours.returncode == hydras.returncode == 0, ours.stderr[-2000:] + hydras.stderr[-2000:]
+    assert ours.stdout == hydras.stdout
+    listing = dict(line.split(": ", 1) for line in ours.stdout.splitlines() if ": " in line)
+    assert "my_resnet" in listing["backbone"].split(", ") and listing["my_group"] == "option_a"
+    assert {"my_launcher", "joblib", "submitit_slurm"} <= set(listing["hydra/launcher"].split(", "))
+    assert "transferlab_optuna" in listing["hydra/sweeper"]  # our own plugin
+    assert {"full", "linear_probe", "partial"} <= set(listing["strategy"].split(", "))

@@ -34,15 +34,24 @@ def task(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console script `transferlab-train`: every job's config is checked, and the output directory,
     before Hydra starts (a mistake is one line, and nothing on disk changes)."""
+    from transferlab.core.hydra_help import share_one_repository, wants_help
+
+    if wants_help(sys.argv[1:]):  # runs no job: nothing to check, and Hydra's listing made cheap
+        share_one_repository()
+    else:
+        _preflight_or_exit(sys.argv[1:])
+    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")(task)()
+
+
+def _preflight_or_exit(argv: list[str]) -> None:
     from transferlab.core.errors import TransferlabError
     from transferlab.run.preflight import preflight
 
     try:
-        preflight(sys.argv[1:])
+        preflight(argv)
     except TransferlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")(task)()
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.core.config import RUN_FILES, redact, refuse_changed_resume
 from transferlab.core.errors import TransferlabError, did_you_mean
-from transferlab.core.schema import check
 from transferlab.core.secrets import refuse_secret_interpolations, refuse_secrets_in
 
 JOBS_CHECKED = 200  # a sweep's first jobs are checked up front; each job checks itself again
@@ -66,6 +65,8 @@ def _preflight(argv: list[str]) -> None:
         return
     if any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES):
         return  # a DDP rank Lightning started: rank 0 checked this command before it launched the others
+    from transferlab.core.schema import check  # pydantic: not needed by --cfg, --info, --help
+
     refuse_secrets_in(argv)
     _check_flag_order(argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
