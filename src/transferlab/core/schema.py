@@ -230,6 +230,28 @@ class Report(_Group):
     test: Literal["t", "wilcoxon"]
 
 
+class EvalSet(_Group):
+    shift: Literal["rotation", "gaussian_noise", "invert", "blur", "elastic"] | None = None
+    folder: str | None = None
+    dataset: str | None = None
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
+
+
+class Calibration(_Group):
+    enabled: bool
+
+
+class Wise(_Group):
+    enabled: bool
+    alphas: list[Annotated[float, Probability]] = Field(min_length=1)
+
+
+class Ema(_Group):
+    enabled: bool
+    decay: float = Probability
+    warmup: bool = True
+
+
 class Run(_Group):
     seed: int = Field(ge=0, le=SEED_MAX)
     optimized_metric: str = "val/acc"
@@ -248,6 +270,10 @@ class Run(_Group):
     regularizer: Regularizer | None = None
     tuning: Tuning | None = None
     report: Report | None = None
+    eval_sets: dict[str, EvalSet | None] | None = None
+    calibration: Calibration | None = None
+    wise: Wise | None = None
+    ema: Ema | None = None
 
     @field_validator("optimized_metric")
     @classmethod

@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,13 @@ from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
 from transferlab.core.atomic import remove_temporaries
 from transferlab.core.config import without_search_space
 from transferlab.core.errors import DivergedError, TransferlabError, TrialPruned, did_you_mean, instantiate
-from transferlab.core.explain import explain, log_traceback
 from transferlab.core.faults import crash_point
 from transferlab.core.schema import check as check_config
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.features import CachedFeatures
 from transferlab.data.image_folder import in_loky_worker
 from transferlab.data.prefix import FrozenPrefix
+from transferlab.evaluation.runner import Evaluation, weight_callbacks
 from transferlab.module import TransferModule
 from transferlab.multitask import JointDataModule, MultiTaskModule, build_source_datamodule
 from transferlab.run.checkpoint import (
@@ -53,8 +54,6 @@ from transferlab.run.results import (
     git_info,
     package_versions,
     peak_memory_mb,
-    release_space,
-    reserve_space,
     write_json_atomic,
 )
 from transferlab.run.resume import StartPlan, plan_start, saved_best_score
@@ -78,7 +77,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     leaves that behind) and is replaced atomically by the final record. A run refused before it starts
     (directory locked by another run, or holding a run it may not continue) writes nothing there.
     """
-    logging.raiseExceptions = False  # a log handler that cannot write (a full disk): no traceback per message
     out = Path(cfg.paths.output_dir).resolve()
     record = _base_record(cfg, out)
     try:
@@ -103,7 +101,6 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         remove_temporaries(out)  # what writers killed mid-write left behind
         record["attempts"] = plan.attempts
         write_json_atomic(out / RESULTS_FILE, record)  # status: running
-        reserve_space(out)  # so the final record can still be written if the disk fills
     try:
         _check_device(cfg)
         strategy = build_strategy(cfg.strategy)
@@ -115,6 +112,7 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         datamodule = _build_datamodule(cfg, backbone)
         record["class_names"] = datamodule.class_names
         record["data"] = datamodule.describe()
+        evaluation = Evaluation.plan(cfg, datamodule)  # extra test sets are checked before training
         source_data = build_source_datamodule(cfg, backbone, datamodule) if strategy.joint_source else None
         module = _build_module(cfg, backbone, strategy, datamodule, source_data)
         _check_objective_is_logged(cfg, module)
@@ -152,6 +150,8 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
                 record["confusion_matrix"] = module.test_confusion
         if prefix is not None:
             prefix.restore()  # the whole network again, for what follows and the export
+        if cfg.get("test", True):  # extra test sets, calibration, WiSE-FT: the selected weights again
+            fit_metrics.update(evaluation.run(trainer, module, datamodule, out, record))
         if source_task is not None:  # what transfer cost the source task
             fit_metrics.update(
                 {"source/acc_before": source_before, "source/acc_after": source_task.score(backbone)}
@@ -186,19 +186,18 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
             status="interrupted",
             error=f"Interrupted by {why}; checkpoint saved. Continue with: resume=true hydra.run.dir={out}",
         )
-    except Exception as exc:  # one line naming the file or key and the fix; the traceback in train.log
-        record.update(status="failed", error=explain(exc, _places(cfg, out)))
-        log_traceback(exc)
+    except Exception as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        log.error("Run failed:\n%s", record["traceback"])
     finally:
         finish_wandb()
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)
         record["wall_seconds"] = round(time.time() - record["started_at"], 3)
     if trainer.is_global_zero if trainer is not None else is_rank_zero():  # DDP: rank 0 writes
         try:
-            release_space(out)
             write_json_atomic(out / RESULTS_FILE, record)
         except OSError as exc:  # the output directory itself is the problem (already in the error)
-            log.error("Could not write %s: %s", out / RESULTS_FILE, explain(exc, _places(cfg, out)))
+            log.error("Could not write %s: %s", out / RESULTS_FILE, exc)
         print_summary(record, out)
     if interrupted is not None:
         sys.exit(143 if interrupt.signal == "SIGTERM" else 130)
@@ -206,16 +205,6 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
 
 
 # ----------------------------------------------------------------------------- building blocks
-def _places(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """The folders a failing file may be blamed on, by the key that names them."""
-    paths = cfg.get("paths") or {}
-    return {
-        "hydra.run.dir": out,
-        "paths.cache_dir": paths.get("cache_dir"),
-        "dataset.root": cfg.dataset.get("root") if not OmegaConf.is_missing(cfg.dataset, "root") else None,
-    }
-
-
 def _base_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return {
         "status": "running",
@@ -318,7 +307,12 @@ def _build_trainer(cfg: DictConfig, out: Path, plan: StartPlan, interrupt: Inter
         return instantiate(
             trainer_cfg,
             logger=build_loggers(cfg, out, resuming=bool(plan.checkpoint and cfg.get("resume"))),
-            callbacks=[*_build_callbacks(cfg), *_pruning_callback(cfg), interrupt],
+            callbacks=[
+                *_build_callbacks(cfg),
+                *_pruning_callback(cfg),
+                *weight_callbacks(cfg, out),
+                interrupt,
+            ],
             plugins=[AtomicCheckpointIO()],
         )
 

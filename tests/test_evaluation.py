@@ -1,0 +1,179 @@
+"""Beyond the one test set: shifted test sets, temperature scaling and WiSE-FT, on real runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from torchvision import transforms as T
+
+from transferlab.core.config import compose_train
+from transferlab.core.errors import TransferlabError
+from transferlab.evaluation.calibration import fit_temperature
+from transferlab.evaluation.scoring import loader_of, predict
+from transferlab.evaluation.sets import build_eval_sets
+from transferlab.evaluation.shifts import SHIFTS
+from transferlab.evaluation.wise import interpolate, load_anchor
+from transferlab.run import job
+from transferlab.run.job import train
+
+from .conftest import FAST, write_image_folder
+
+SMALL = ["dataset.samples_per_class=20", "trainer.max_epochs=2", "seed=5"]
+SETS = ["rotation", "gaussian_noise", "invert", "blur", "elastic"]
+
+
+def digits(*overrides: str):
+    cfg = compose_train(["eval_sets=digits_shifts", *overrides], output_dir="/tmp/unused")
+    datamodule = job._build_datamodule(cfg, job._build_backbone(cfg, None, False))
+    return cfg, datamodule
+
+
+def test_each_shift_is_deterministic_for_its_seed_and_changes_pixels_not_labels():
+    cfg, datamodule = digits()
+    sets = {s.name: s.dataset for s in build_eval_sets(cfg, datamodule)}
+    assert list(sets) == SETS and set(SHIFTS) == set(SETS)
+    again = {s.name: s.dataset for s in build_eval_sets(cfg, datamodule)}
+    reseeded = {s.name: s.dataset for s in build_eval_sets(*digits(*(f"eval_sets.{n}.seed=1" for n in SETS)))}
+    test = datamodule.splits["test"]
+    plain = T.Compose([T.Resize((32, 32), antialias=True), T.ToTensor()])
+    for name, dataset in sets.items():
+        assert [y for _, y in dataset.samples] == [y for _, y in test]  # labels untouched, same order
+        for i in (0, 7, len(dataset) - 1):
+            shifted = dataset.pixels(i)
+            assert torch.equal(shifted, again[name].pixels(i)), name  # same seed: same pixels
+            unshifted = plain(datamodule.read(test[i][0]))
+            assert torch.equal(dataset.resize(datamodule.read(test[i][0])), unshifted)  # as the test sees it
+            assert (shifted - unshifted).abs().max() > 0.1, name  # the pixels do change
+            assert dataset[i][1] == test[i][1]
+        random_shift = name not in ("invert", "blur")
+        moved = any(not torch.equal(dataset.pixels(i), reseeded[name].pixels(i)) for i in range(5))
+        assert moved == random_shift, name  # another seed draws another shift (deterministic ones stay)
+    batch = next(iter(loader_of(sets["rotation"], 16)))[0]
+    assert torch.equal(batch[3], sets["rotation"][3][0])  # batching does not change an image
+
+
+def test_a_set_with_classes_the_run_does_not_know_is_refused_before_training(tmp_path):
+    folder = write_image_folder(tmp_path / "other", classes=("3", "11"), per_class=0, test_per_class=2)
+    out = tmp_path / "run"
+    record = train(compose_train([*FAST, f"+eval_sets.other.folder={folder / 'test'}"], output_dir=out))
+    assert record["status"] == "failed"
+    assert "\n" not in record["error"] and "eval_sets.other" in record["error"] and "'11'" in record["error"]
+    assert not (out / "checkpoints").exists()  # refused before training
+    cfg, datamodule = digits("eval_sets.rotation.degrees=[40,10]")
+    with pytest.raises(TransferlabError, match=r"eval_sets.rotation.degrees=\[40, 10\]"):
+        build_eval_sets(cfg, datamodule)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 5, (4000,))
+    true_logits = torch.randn(4000, 5) * 2
+    true_logits[torch.arange(4000), labels] += 2.0
+    # labels drawn from softmax(true_logits): the calibrated temperature of 3 * true_logits is 3
+    drawn = torch.distributions.Categorical(logits=true_logits).sample()
+    assert fit_temperature(3 * true_logits, drawn) == pytest.approx(3.0, rel=0.1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    plain = train(compose_train([*FAST, *SMALL, "calibration.enabled=false"], output_dir=root / "plain"))
+    shifted = train(
+        compose_train(
+            [*FAST, *SMALL, "eval_sets=digits_shifts", "wise.enabled=true", "logger=many"],
+            output_dir=root / "shifted",
+        )
+    )
+    assert plain["status"] == "ok", plain["error"]
+    assert shifted["status"] == "ok", shifted["error"]
+    return root, plain, shifted
+
+
+@pytest.mark.slow
+def test_scoring_more_sets_leaves_the_test_numbers_unchanged_and_logs_every_set(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from .wandb_offline import read_offline_run
+
+    root, plain, shifted = runs
+    id_metrics = [k for k in plain["metrics"] if k.startswith("test/")]
+    assert {"test/acc", "test/f1_macro", "test/ece", "test/loss"} <= set(id_metrics)
+    assert {k: shifted["metrics"][k] for k in id_metrics} == {k: plain["metrics"][k] for k in id_metrics}
+    metrics = shifted["metrics"]
+    for name in SETS:
+        for kind in ("acc", "f1_macro", "ece", "loss", "ece_calibrated"):
+            assert 0.0 <= metrics[f"test/{name}/{kind}"] < 20, (name, kind)
+    assert metrics["test/ood_mean/acc"] == pytest.approx(sum(metrics[f"test/{n}/acc"] for n in SETS) / 5)
+    assert metrics["test/invert/acc"] < metrics["test/acc"]  # an inverted digit is another distribution
+    assert set(shifted["eval_sets"]) == set(SETS) and shifted["eval_sets"]["rotation"]["samples"] == 450
+    # calibration: fitted on validation, ECE before and after on every set
+    calibration = shifted["calibration"]
+    assert calibration["fitted_on"] == "val" and calibration["temperature"] > 0
+    assert calibration["val"]["nll_after"] <= calibration["val"]["nll_before"] + 1e-9
+    assert set(calibration["ece"]) == {"test", *SETS}
+    assert calibration["ece"]["test"] == {
+        "before": metrics["test/ece"],
+        "after": metrics["test/ece_calibrated"],
+    }
+    # every logger got them
+    run = root / "shifted"
+    log = pd.read_csv(run / "csv" / "metrics.csv")
+    assert log["test/rotation/acc"].dropna().tolist() == [pytest.approx(metrics["test/rotation/acc"])]
+    scalars = set(EventAccumulator(str(run / "tensorboard")).Reload().Tags()["scalars"])
+    assert {f"test/{n}/acc" for n in SETS} | {"test/ood_mean/acc", "wise/alpha"} <= scalars
+    history = read_offline_run(next(run.glob("**/wandb/offline-run-*"))).history
+    assert any(row.get("test/elastic/ece") == pytest.approx(metrics["test/elastic/ece"]) for row in history)
+
+
+@pytest.mark.slow
+def test_wise_endpoints_are_the_starting_and_the_fine_tuned_models(runs):
+    root, _, shifted = runs
+    run = root / "shifted"
+    wise = shifted["wise"]
+    assert wise["alphas"] == [0.0, 0.25, 0.5, 0.75, 1.0] and wise["selected_on"] == "val/acc"
+    assert wise["anchor"]["kind"] == "start"
+    by_alpha = {p["alpha"]: p for p in wise["curve"]}
+    best_val = max(p["val/acc"] for p in wise["curve"])
+    assert by_alpha[wise["chosen_alpha"]]["val/acc"] == best_val  # chosen on validation only
+    for key in ("test/acc", "test/loss", "test/rotation/acc"):  # alpha 1 is the tested model, exactly
+        assert by_alpha[1.0][key] == shifted["metrics"][key]
+    assert set(by_alpha[0.5]) >= {f"test/{n}/acc" for n in SETS} | {"test/ood_mean/acc", "val/loss"}
+
+    # alpha 0 is the model the run started from: rebuild it (same seed, same config) before any training
+    cfg = compose_train([*FAST, *SMALL, "eval_sets=digits_shifts", "wise.enabled=true"], output_dir=run)
+    strategy = job.build_strategy(cfg.strategy)
+    pl.seed_everything(cfg.seed, workers=True)
+    backbone = job._build_backbone(cfg, strategy, job._resolve_pretrained(cfg, strategy, {}))
+    datamodule = job._build_datamodule(cfg, backbone)
+    start = job._build_module(cfg, backbone, strategy, datamodule, None)
+    loader = loader_of(datamodule.dataset("test", augment=False), 256)
+    start_logits, _ = predict(start, loader)
+    anchor = load_anchor(run / "checkpoints")["state"]
+    tuned = torch.load(shifted["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    for alpha, expected in ((0.0, start_logits), (1.0, None)):
+        model = job._build_module(cfg, job._build_backbone(cfg, strategy, False), strategy, datamodule, None)
+        model.load_state_dict(tuned, strict=False)
+        if expected is None:
+            expected, _ = predict(model, loader)  # the fine-tuned model's own predictions
+        model.load_state_dict(
+            interpolate(anchor, {k: v for k, v in tuned.items() if k in anchor}, alpha), strict=False
+        )
+        assert torch.equal(predict(model, loader)[0], expected), alpha
+    record = json.loads((run / "results.json").read_text())
+    assert record["metrics"]["wise/alpha"] == wise["chosen_alpha"]
+
+
+def test_eval_sets_are_checked_by_the_schema():
+    from transferlab.core.schema import ConfigError, check
+
+    cfg = compose_train(
+        ["eval_sets=digits_shifts", "wise.alphas=[0,1.5]", "ema.decay=2"], output_dir=Path("/tmp/x")
+    )
+    with pytest.raises(ConfigError) as exc:
+        check(cfg)
+    assert "wise.alphas.1=1.5" in str(exc.value) and "ema.decay=2" in str(exc.value)
