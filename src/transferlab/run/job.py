@@ -12,7 +12,6 @@ import os
 import platform
 import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from transferlab.backbones.weights import EXPORT_WEIGHTS, export_backbone
 from transferlab.core.atomic import remove_temporaries
 from transferlab.core.config import without_search_space
 from transferlab.core.errors import DivergedError, TransferlabError, TrialPruned, did_you_mean, instantiate
+from transferlab.core.explain import explain, log_traceback
 from transferlab.core.faults import crash_point
 from transferlab.core.schema import check as check_config
 from transferlab.data import ImageFolderDataModule
@@ -54,6 +54,8 @@ from transferlab.run.results import (
     git_info,
     package_versions,
     peak_memory_mb,
+    release_space,
+    reserve_space,
     write_json_atomic,
 )
 from transferlab.run.resume import StartPlan, plan_start, saved_best_score
@@ -77,6 +79,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     leaves that behind) and is replaced atomically by the final record. A run refused before it starts
     (directory locked by another run, or holding a run it may not continue) writes nothing there.
     """
+    logging.raiseExceptions = False  # a log handler that cannot write (a full disk): no traceback per message
     out = Path(cfg.paths.output_dir).resolve()
     record = _base_record(cfg, out)
     try:
@@ -101,6 +104,7 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         remove_temporaries(out)  # what writers killed mid-write left behind
         record["attempts"] = plan.attempts
         write_json_atomic(out / RESULTS_FILE, record)  # status: running
+        reserve_space(out)  # so the final record can still be written if the disk fills
     try:
         _check_device(cfg)
         strategy = build_strategy(cfg.strategy)
@@ -186,18 +190,19 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
             status="interrupted",
             error=f"Interrupted by {why}; checkpoint saved. Continue with: resume=true hydra.run.dir={out}",
         )
-    except Exception as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-        log.error("Run failed:\n%s", record["traceback"])
+    except Exception as exc:  # one line naming the file or key and the fix; the traceback in train.log
+        record.update(status="failed", error=explain(exc, _places(cfg, out)))
+        log_traceback(exc)
     finally:
         finish_wandb()
         record["peak_memory_mb"] = round(peak_memory_mb(), 1)
         record["wall_seconds"] = round(time.time() - record["started_at"], 3)
     if trainer.is_global_zero if trainer is not None else is_rank_zero():  # DDP: rank 0 writes
         try:
+            release_space(out)
             write_json_atomic(out / RESULTS_FILE, record)
         except OSError as exc:  # the output directory itself is the problem (already in the error)
-            log.error("Could not write %s: %s", out / RESULTS_FILE, exc)
+            log.error("Could not write %s: %s", out / RESULTS_FILE, explain(exc, _places(cfg, out)))
         print_summary(record, out)
     if interrupted is not None:
         sys.exit(143 if interrupt.signal == "SIGTERM" else 130)
@@ -205,6 +210,16 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
 
 
 # ----------------------------------------------------------------------------- building blocks
+def _places(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """The folders a failing file may be blamed on, by the key that names them."""
+    paths = cfg.get("paths") or {}
+    return {
+        "hydra.run.dir": out,
+        "paths.cache_dir": paths.get("cache_dir"),
+        "dataset.root": cfg.dataset.get("root") if not OmegaConf.is_missing(cfg.dataset, "root") else None,
+    }
+
+
 def _base_record(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return {
         "status": "running",
