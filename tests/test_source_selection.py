@@ -118,3 +118,29 @@ def test_the_select_command_writes_the_table(source_run, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert pd.read_csv(out / CSV)["candidate"].tolist() == ["digits04", "random"]
+
+
+def test_a_timm_weights_file_brings_its_own_classifier_as_the_source_head(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from transferlab.core.errors import instantiate
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=7).eval()
+    weights = tmp_path / "test_resnet.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    spec = f"{{name: tr, pretrained: {weights}, backbone: {{name: test_resnet}}}}"
+    cfg = _select(tmp_path / "sel", f"selection.candidates=[{spec}]", "selection.scores=[leep,nce]")
+    row = run_selection(cfg).iloc[0]
+    assert row["has_head"] and row["head"] == "weights file"
+    # LEEP by hand: the full timm model (classifier included) on the same training images
+    backbone = create_backbone("test_resnet", pretrained=str(weights), image_size=32)
+    datamodule = instantiate(cfg.dataset, data_config=backbone.data_config, _convert_="all")
+    datamodule.setup("fit")
+    with torch.no_grad():
+        outs = [(model(x).softmax(1), y) for x, y in datamodule.eval_dataloader("train")]
+    probs = torch.cat([p for p, _ in outs]).double().numpy()
+    labels = torch.cat([y for _, y in outs]).numpy()
+    assert row["leep"] == pytest.approx(selection.leep(probs, labels), rel=1e-4)
+    assert row["nce"] == pytest.approx(selection.nce(probs.argmax(1), labels), rel=1e-6)

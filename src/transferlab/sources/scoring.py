@@ -48,8 +48,8 @@ def device_of(cfg: DictConfig) -> str:
     return "cuda" if torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto") else "cpu"
 
 
-def target_features(cfg: DictConfig, cand: Candidate) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """The candidate's backbone features of the target's training split (cached), labels, and facts."""
+def target_features(cfg: DictConfig, cand: Candidate) -> tuple[np.ndarray, np.ndarray, dict[str, Any], Any]:
+    """The candidate's backbone features of the target's training split (cached), labels, facts, backbone."""
     from transferlab.data.features import CachedFeatures
 
     with torch.random.fork_rng(devices=[]):  # a random init is the same candidate in every selection
@@ -67,20 +67,55 @@ def target_features(cfg: DictConfig, cand: Candidate) -> tuple[np.ndarray, np.nd
         "cache": "hit" if "train" in cache.hits else "miss",
         "weights_sha256": backbone.weights.get("sha256"),
     }
-    return features.numpy().astype(np.float64), labels.numpy(), facts
+    return features.numpy().astype(np.float64), labels.numpy(), facts, backbone
 
 
-def source_probs(cand: Candidate, features: np.ndarray) -> np.ndarray | None:
-    """Softmax of the candidate's source head on `features`, or None when it has no head."""
-    if cand.head_file is None:
+def source_head(cand: Candidate, backbone) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(weight, bias, where from) of the candidate's source classifier over its pooled features: the
+    exported `head.safetensors` of a transferlab run, the classifier inside a timm-style weights file, or
+    the timm hub model's own; None when it has none."""
+    if cand.head_file is not None:
+        state, where = load_file(str(cand.head_file)), "export"
+        weight, bias = state.get("weight"), state.get("bias")
+    else:
+        weight, bias, where = _timm_classifier(cand, backbone)
+    if weight is None or bias is None or weight.ndim != 2:
         return None
-    state = load_file(str(cand.head_file))
-    weight, bias = state["weight"].double().numpy(), state["bias"].double().numpy()
-    if weight.shape[1] != features.shape[1]:
+    if weight.shape[1] != backbone.num_features:
         raise TransferlabError(
-            f"{cand.head_file} is a head over {weight.shape[1]} features, but candidate {cand.name} gives "
-            f"{features.shape[1]}; export the head and backbone from the same run."
+            f"The source head of candidate {cand.name} ({where}) takes {weight.shape[1]} features, but its "
+            f"backbone gives {backbone.num_features}; export the head and backbone from the same model."
         )
+    return weight.double().numpy(), bias.double().numpy(), where
+
+
+def _timm_classifier(cand: Candidate, backbone) -> tuple[Any, Any, str]:
+    from transferlab.backbones.weights import EXPORT_WEIGHTS, WEIGHT_SUFFIXES, read_state_dict
+
+    names = (getattr(backbone.model, "pretrained_cfg", None) or {}).get("classifier")
+    names = [names] if isinstance(names, str) else list(names or [])
+    pretrained = cand.backbone.get("pretrained")
+    if not names or pretrained in (False, None):
+        return None, None, ""
+    if pretrained is True:  # the hub model's own classifier (from the local hub cache)
+        import timm
+
+        classifier = timm.create_model(backbone.name, pretrained=True, **(cand.backbone.get("kwargs") or {}))
+        state = {f"{names[0]}.{k}": v for k, v in classifier.get_classifier().state_dict().items()}
+        where = "timm hub"
+    else:
+        path = Path(str(pretrained))
+        if path.suffix not in WEIGHT_SUFFIXES or path.name == EXPORT_WEIGHTS:
+            return None, None, ""
+        state, where = read_state_dict(path), "weights file"
+    return state.get(f"{names[0]}.weight"), state.get(f"{names[0]}.bias"), where
+
+
+def source_probs(head: tuple[np.ndarray, np.ndarray, str] | None, features: np.ndarray) -> np.ndarray | None:
+    """Softmax of the source head on `features`, or None when there is no head."""
+    if head is None:
+        return None
+    weight, bias, _ = head
     logits = features @ weight.T + bias
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
@@ -90,9 +125,10 @@ def source_probs(cand: Candidate, features: np.ndarray) -> np.ndarray | None:
 def score_candidate(cfg: DictConfig, cand: Candidate, scores: list[str]) -> dict[str, Any]:
     """One row of `selection.csv` for `cand`."""
     started = time.perf_counter()
-    features, labels, facts = target_features(cfg, cand)
+    features, labels, facts, backbone = target_features(cfg, cand)
     feature_seconds = time.perf_counter() - started
-    probs = source_probs(cand, features)
+    head = source_head(cand, backbone)
+    probs = source_probs(head, features)
     row: dict[str, Any] = {"candidate": cand.name}
     notes = []
     scoring_started = time.perf_counter()
@@ -110,6 +146,7 @@ def score_candidate(cfg: DictConfig, cand: Candidate, scores: list[str]) -> dict
     row.update(
         source_acc=cand.source_acc,
         has_head=probs is not None,
+        head=head[2] if head else "",
         **facts,
         feature_seconds=round(feature_seconds, 3),
         score_seconds=round(time.perf_counter() - scoring_started, 3),
