@@ -177,3 +177,52 @@ def test_eval_sets_are_checked_by_the_schema():
     with pytest.raises(ConfigError) as exc:
         check(cfg)
     assert "wise.alphas.1=1.5" in str(exc.value) and "ema.decay=2" in str(exc.value)
+
+
+def test_the_report_has_a_column_per_eval_set_and_holm_covers_every_set(tmp_path):
+    import numpy as np
+
+    from transferlab.report import build_report
+    from transferlab.report.stats import holm
+
+    from .test_report_stats import write_sweep
+
+    noise = np.array([0.0, 0.03, -0.02, 0.01, -0.01])
+    id_acc = {"full": 0.95 + noise, "lp_ft": 0.93 + noise, "linear_probe": 0.85 + noise}
+    sweep = write_sweep(tmp_path / "sweep", {arm: list(v) for arm, v in id_acc.items()})
+    shift = {"full": -0.40, "lp_ft": -0.20, "linear_probe": -0.05}  # full loses most under shift
+    for path in sweep.glob("*/results.json"):
+        record = json.loads(path.read_text())
+        acc, arm = record["metrics"]["test/acc"], record["strategy"]
+        ood = {"rotation": acc + shift[arm], "invert": acc + 2 * shift[arm] + 0.01 * record["seed"]}
+        record["metrics"] |= {f"test/{n}/acc": v for n, v in ood.items()}
+        record["metrics"]["test/ood_mean/acc"] = sum(ood.values()) / 2
+        record["eval_sets"] = {n: {"kind": "shift", "sha256": f"{n}-hash"} for n in ood}
+        path.write_text(json.dumps(record))
+    report = build_report(sweep)
+    text = (sweep / "report.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| strategy") and "ood_mean" in line)
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "strategy", "in distribution", "invert", "rotation", "ood_mean"
+    ]  # fmt: skip
+    assert "- invert: **winner linear_probe**" in text and "- rotation: **winner linear_probe**" in text
+    assert report.analysis.family_size == 3 * 4  # 3 pairs of arms on the test set and 3 eval-set metrics
+    table = pd.read_csv(sweep / "comparison.csv")
+    assert sorted(table["metric"].unique()) == sorted(
+        ["test/acc", "test/invert/acc", "test/rotation/acc", "test/ood_mean/acc"]
+    )
+    block = report.analysis.blocks[0]
+    raw = np.concatenate([c.pairs["p_value"].to_numpy() for c in (block.comparison, *block.sets.values())])
+    adjusted = np.concatenate(
+        [c.pairs["p_holm"].to_numpy() for c in (block.comparison, *block.sets.values())]
+    )
+    assert np.allclose(adjusted, holm(raw))  # one family: every comparison the report states
+
+    # a run whose eval set is other data cannot be paired on that set
+    path = next(sweep.glob("*/results.json"))
+    record = json.loads(path.read_text())
+    record["eval_sets"]["invert"]["sha256"] = "other"
+    path.write_text(json.dumps(record))
+    sets = build_report(sweep).analysis.blocks[0].sets
+    assert sets["test/invert/acc"].refused and "test_invert_data_sha256" in sets["test/invert/acc"].refused
+    assert sets["test/rotation/acc"].refused is None

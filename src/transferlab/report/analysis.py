@@ -9,7 +9,15 @@ from typing import Any
 import pandas as pd
 
 from transferlab.report import stats
-from transferlab.report.collect import HASH_COLUMNS, METRICS, Design, higher_is_better, label
+from transferlab.report.collect import (
+    HASH_COLUMNS,
+    METRICS,
+    Design,
+    eval_set_metrics,
+    higher_is_better,
+    label,
+    set_of,
+)
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Block:
     comparison: stats.Comparison
     runs: pd.DataFrame  # ok runs of this block
     costs: pd.DataFrame  # per arm: other metrics (mean, half-width), params, time, memory
+    sets: dict[str, stats.Comparison] = field(default_factory=dict)  # eval-set metric -> its comparison
 
 
 @dataclass
@@ -62,18 +71,25 @@ def analyse(design: Design, options: Options) -> Analysis:
     arms = ok[design.arm].map(label) if len(ok) else pd.Series(dtype=str)
     ok = ok.assign(arm=arms, block=_block_labels(ok, design.blocks))
     baseline = options.baseline or ("scratch" if "scratch" in set(arms) else None)
-    for name, runs in ok.groupby("block", sort=True):
-        comparison = stats.compare_arms(
-            runs.rename(columns={options.metric: "value"}),
+    set_metrics = eval_set_metrics(ok.columns, options.metric)
+
+    def compare(runs: pd.DataFrame, metric: str, hashes: tuple[str, ...]) -> stats.Comparison:
+        return stats.compare_arms(
+            runs.rename(columns={metric: "value"}),
             baseline=baseline,
             higher_is_better=analysis.higher_is_better,
             test=options.test,
-            hash_columns=HASH_COLUMNS,
+            hash_columns=hashes,
         )
-        analysis.blocks.append(Block(str(name), comparison, runs, _costs(runs)))
-    analysis.family_size = stats.finish(
-        [b.comparison for b in analysis.blocks], options.alpha, analysis.higher_is_better
-    )
+
+    for name, runs in ok.groupby("block", sort=True):
+        block = Block(str(name), compare(runs, options.metric, HASH_COLUMNS), runs, _costs(runs))
+        for metric in (m for m in set_metrics if runs[m].notna().any()):  # every eval set is tested too
+            block.sets[metric] = compare(runs, metric, (*HASH_COLUMNS, f"test_{set_of(metric)}_data_sha256"))
+        analysis.blocks.append(block)
+    # Holm over every comparison the report states: every pair of arms, in every block, on every set
+    everything = [c for b in analysis.blocks for c in (b.comparison, *b.sets.values())]
+    analysis.family_size = stats.finish(everything, options.alpha, analysis.higher_is_better)
     if len(analysis.blocks) > 1:
         means = pd.DataFrame({b.name: b.comparison.table.set_index("arm")["mean"] for b in analysis.blocks}).T
         analysis.friedman = stats.friedman(means, analysis.higher_is_better, options.alpha)

@@ -85,11 +85,13 @@ def _report_config(rows: pd.DataFrame) -> dict[str, Any]:
 
 
 def comparison_table(analysis: Analysis) -> pd.DataFrame:
-    """comparison.csv: one row per (block, arm) with the columns of `stats.COMPARISON_COLUMNS`."""
+    """comparison.csv: one row per (block, arm, metric: the report's and its value on each eval set) with the
+    columns of `stats.COMPARISON_COLUMNS`."""
     frames = []
     for block in analysis.blocks:
-        table = block.comparison.table.reindex(columns=COMPARISON_COLUMNS)
-        frames.append(table.assign(block=block.name, metric=analysis.options.metric))
+        for metric, comparison in {analysis.options.metric: block.comparison, **block.sets}.items():
+            table = comparison.table.reindex(columns=COMPARISON_COLUMNS)
+            frames.append(table.assign(block=block.name, metric=metric))
     if not frames:
         return pd.DataFrame(columns=[*COMPARISON_COLUMNS, "block", "metric"])
     return pd.concat(frames, ignore_index=True)

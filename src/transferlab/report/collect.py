@@ -63,6 +63,7 @@ NOT_COMPARED = (
 SIZE_KEYS = ("config.dataset.samples_per_class",)
 DEPTH_KEYS = ("config.strategy.trainable_stages",)
 HASH_COLUMNS = ("train_data_sha256", "val_data_sha256", "test_data_sha256")
+OOD_MEAN = "test/ood_mean/{}"
 
 
 def find_results(sweep_dir: Path) -> list[Path]:
@@ -117,6 +118,7 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
         row: dict[str, Any] = {"job": path.parent.relative_to(sweep_dir).as_posix() or "."}
         row.update({k: record.get(k) for k in ROW_FIELDS})
         row.update({m: (record.get("metrics") or {}).get(m) for m in METRICS})
+        row.update(_eval_set_fields(record))
         row["overrides"] = json.dumps(record.get("overrides") or [])
         splits = ((record.get("data") or {}).get("split_sha256")) or {}
         for split in ("train", "val", "test"):
@@ -132,6 +134,36 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame.attrs["rejected"] = rejected
     return frame
+
+
+def _eval_set_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """Every eval set's and WiSE-FT's metrics, each set's data hash, and the WiSE-FT curve (JSON)."""
+    metrics = record.get("metrics") or {}
+    fields: dict[str, Any] = {
+        m: v for m, v in metrics.items() if m.startswith(("test/", "wise/")) and m not in METRICS
+    }
+    for name, spec in (record.get("eval_sets") or {}).items():
+        fields[f"test_{name}_data_sha256"] = (spec or {}).get("sha256")
+    curve = (record.get("wise") or {}).get("curve")
+    fields["wise_curve"] = json.dumps(curve) if curve else None
+    return fields
+
+
+def eval_set_metrics(columns, metric: str) -> list[str]:
+    """The eval-set versions of an in-distribution test metric (`test/acc` -> `test/<set>/acc` for every
+    set in `columns`, then `test/ood_mean/acc`); none for any other metric."""
+    parts = metric.split("/")
+    if len(parts) != 2 or parts[0] != "test":
+        return []
+    found = [c for c in columns if c.startswith("test/") and c.count("/") == 2 and c.endswith(f"/{parts[1]}")]
+    return sorted(c for c in found if c != OOD_MEAN.format(parts[1])) + [
+        c for c in found if c == OOD_MEAN.format(parts[1])
+    ]
+
+
+def set_of(metric: str) -> str:
+    """`test/<set>/<name>` -> `<set>`."""
+    return metric.split("/")[1]
 
 
 def _scalar(value: Any) -> Any:

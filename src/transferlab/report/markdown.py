@@ -10,6 +10,7 @@ import pandas as pd
 
 from transferlab.report.analysis import Analysis, Block
 from transferlab.report.collect import METRICS, key_name, label
+from transferlab.report.eval_sets import eval_set_lines
 from transferlab.report.failures import failed_sections
 from transferlab.report.stats import SMALL_N
 
@@ -56,6 +57,7 @@ def render_markdown(analysis: Analysis, rows: pd.DataFrame, sweep_dir: Path, plo
             "",
         ]
         lines += _table(analysis, block) + [""] + _verdict(analysis, block)
+        lines += eval_set_lines(analysis, block)
     if not analysis.blocks:
         lines += ["", f"No successful run with {options.metric} to compare."]
     lines += _friedman(analysis)
@@ -306,5 +308,6 @@ def _method(analysis: Analysis) -> list[str]:
         f"Arms are compared pairwise over matched seeds ({test}; the same seed means the same split, checked by the "
         f"data hashes). Holm's correction runs over all {analysis.family_size} pairwise comparisons in this report, so "
         f"the chance of any false 'significant' claim stays below {options.alpha:g}. Effect sizes are mean paired "
-        "differences with 95% t-intervals. Only the metric above is tested; the other columns are descriptive.",
+        "differences with 95% t-intervals. Only the metric above is tested (and its value on every eval set, when "
+        "the runs have eval sets); the other columns are descriptive.",
     ]
