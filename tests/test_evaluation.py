@@ -226,3 +226,28 @@ def test_the_report_has_a_column_per_eval_set_and_holm_covers_every_set(tmp_path
     sets = build_report(sweep).analysis.blocks[0].sets
     assert sets["test/invert/acc"].refused and "test_invert_data_sha256" in sets["test/invert/acc"].refused
     assert sets["test/rotation/acc"].refused is None
+
+
+@pytest.mark.slow
+def test_wise_apply_makes_the_interpolation_the_runs_model(tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    record = train(
+        compose_train(
+            [*FAST, *SMALL, "wise.enabled=true", "wise.alphas=[0.5]", "wise.apply=true"], output_dir=out
+        )
+    )
+    assert record["status"] == "ok", record["error"]
+    wise = record["wise"]
+    assert wise["applied"] and wise["chosen_alpha"] == 0.5
+    point = wise["curve"][0]
+    for key in ("test/acc", "test/f1_macro", "test/ece", "test/loss", "test/acc_top5"):
+        assert record["metrics"][key] == point[key], key
+    assert sum(map(sum, record["confusion_matrix"])) == record["test_samples"]
+    anchor = load_anchor(out / "checkpoints")["state"]
+    tuned = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    head = load_file(out / "head.safetensors")
+    expected = interpolate(anchor, {k: tuned[k] for k in anchor}, 0.5)
+    for name, value in head.items():  # the exported head is the interpolation
+        assert torch.equal(value, expected[f"head.1.{name}"]), name

@@ -244,6 +244,7 @@ class Calibration(_Group):
 class Wise(_Group):
     enabled: bool
     alphas: list[Annotated[float, Probability]] = Field(min_length=1)
+    apply: bool = False
 
 
 class Ema(_Group):

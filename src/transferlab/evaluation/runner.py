@@ -21,9 +21,9 @@ from torch.utils.data import IterableDataset
 
 from transferlab.core.errors import TransferlabError
 from transferlab.evaluation.calibration import fit_temperature
-from transferlab.evaluation.scoring import loader_of, predict, scores
+from transferlab.evaluation.scoring import confusion, loader_of, predict, scores
 from transferlab.evaluation.sets import EvalSet, build_eval_sets
-from transferlab.evaluation.wise import ANCHOR_FILE, WiseAnchor, curve, load_anchor
+from transferlab.evaluation.wise import ANCHOR_FILE, WiseAnchor, curve, interpolate, load_anchor, model_state
 
 log = logging.getLogger(__name__)
 OOD_MEAN = "ood_mean"
@@ -61,7 +61,12 @@ class Evaluation:
         return cls(
             sets=build_eval_sets(cfg, datamodule),
             calibrate=bool((cfg.get("calibration") or {}).get("enabled", False)),
-            wise={"alphas": alphas, "selected_on": str(cfg.optimized_metric), "mode": str(cfg.optimized_mode)}
+            wise={
+                "alphas": alphas,
+                "selected_on": str(cfg.optimized_metric),
+                "mode": str(cfg.optimized_mode),
+                "apply": bool(wise.get("apply", False)),
+            }
             if wise.get("enabled")
             else None,
         )
@@ -90,10 +95,11 @@ class Evaluation:
                     for n in names
                 }
 
-            outputs = logits_of(loaders)
-            metrics = self._scored(outputs, module, record)
-            if self.wise is not None:
+            metrics = {}
+            if self.wise is not None:  # wise.apply: the chosen interpolation is the run's model from here
                 metrics |= self._wise(module, out, record, lambda: logits_of(loaders))
+            applied = bool((record.get("wise") or {}).get("applied"))
+            metrics |= self._scored(logits_of(loaders), module, record, applied)
         finally:
             module.use_cached_features = cached
             module.to(home)
@@ -102,7 +108,7 @@ class Evaluation:
             logger.log_metrics(metrics, step=trainer.global_step)
         return metrics
 
-    def _scored(self, outputs, module, record) -> dict[str, float]:
+    def _scored(self, outputs, module, record, replace_test: bool = False) -> dict[str, float]:
         temperature = None
         if self.calibrate:
             val_logits, val_labels = outputs["val"]
@@ -113,7 +119,10 @@ class Evaluation:
                 continue
             s = scores(logits, labels, module.num_classes, module.criterion, temperature)
             per_set[name] = s
-            if name == "test":  # the test's own metrics stay those of trainer.test; calibration is added
+            if name == "test" and replace_test:  # the WiSE-FT model replaced the tested one
+                metrics |= {f"test/{k}": v for k, v in s.items()}
+                record["confusion_matrix"] = confusion(logits, labels, module.num_classes)
+            elif name == "test":  # the test's own metrics stay those of trainer.test; calibration is added
                 metrics |= {f"test/{k}": v for k, v in s.items() if k.endswith("_calibrated")}
             else:
                 metrics |= {f"test/{name}/{k}": v for k, v in s.items()}
@@ -166,8 +175,14 @@ class Evaluation:
         selected_on = self.wise["selected_on"]
         if selected_on not in ("val/acc", "val/f1_macro", "val/ece", "val/loss"):
             selected_on = "val/acc"  # e.g. val/acc_best: per alpha, the accuracy is what there is
+        finetuned = model_state(module)
         result = curve(module, anchor["state"], self.wise["alphas"], evaluate, selected_on, self.wise["mode"])
         result["anchor"] = {"kind": anchor["kind"], "epoch": anchor["epoch"]}
+        result["applied"] = self.wise["apply"]
+        if self.wise["apply"]:  # tested, calibrated and exported from here on
+            device = next(module.parameters()).device
+            weights = interpolate(anchor["state"], finetuned, result["chosen_alpha"])
+            module.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
         record["wise"] = result
         chosen = next(p for p in result["curve"] if p["alpha"] == result["chosen_alpha"])
         log.info(

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_calibration_error,
+    multiclass_confusion_matrix,
     multiclass_f1_score,
 )
 
@@ -41,6 +42,11 @@ def predict(
     return torch.cat(logits), torch.cat(labels)
 
 
+def confusion(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """Rows: true class, columns: predicted (as results.json's confusion_matrix)."""
+    return multiclass_confusion_matrix(logits.argmax(-1), labels, num_classes).int().tolist()
+
+
 def scores(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -58,6 +64,8 @@ def scores(
         "ece": multiclass_calibration_error(probs, labels, num_classes, n_bins=ECE_BINS, norm="l1"),
         "loss": criterion(logits, labels),
     }
+    if num_classes > 5:  # as the module's test metrics
+        out["acc_top5"] = multiclass_accuracy(probs, labels, num_classes, top_k=5, average="micro")
     if temperature is not None:
         scaled = logits / temperature
         out["ece_calibrated"] = multiclass_calibration_error(
