@@ -198,7 +198,10 @@ def test_bad_input_is_one_line_and_leaves_the_earlier_run_untouched(
     argv = shlex.split(args.format(**places))
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         argv.append(f"hydra.run.dir={out_dir}")
-    code, stdout, stderr = run_main([*BASE, *argv], monkeypatch, capsys)
+    flags = [a for a in argv if a in ("-m", "--multirun")]  # Hydra takes -m before the overrides only
+    code, stdout, stderr = run_main(
+        [*flags, *BASE, *(a for a in argv if a not in flags)], monkeypatch, capsys
+    )
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr

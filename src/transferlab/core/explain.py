@@ -25,13 +25,12 @@ _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 def explain(exc: BaseException, places: Mapping[str, str | os.PathLike | None] | None = None) -> str:
     """One line for `exc`. `places` maps config keys to the folders they name (`paths.cache_dir`,
     `hydra.run.dir`, `dataset.root`): a failing file below one of them is blamed on that key."""
-    from transferlab.core.errors import TransferlabError
-
-    text = _worker_message(exc)
+    text = _worker_message(exc)  # first: a worker's re-raised error keeps its type, with a traceback inside
     if text is not None:
         return text
-    if isinstance(exc, TransferlabError):
-        return _one_line(str(exc))
+    cause = _transferlab_cause(exc)
+    if cause is not None:
+        return _one_line(str(cause))
     if isinstance(exc, OSError) and exc.errno is not None:
         return _os_error(exc, places or {})
     message = (_one_line(str(exc)) or "(no message)")[:400].rstrip(". ")
@@ -50,6 +49,19 @@ def log_traceback(exc: BaseException) -> None:
         except Exception:  # a full disk: the one-line error still reaches results.json and the console
             pass
     log.debug("Run failed:\n%s", text)
+
+
+def _transferlab_cause(exc: BaseException) -> BaseException | None:
+    """Our own error inside a library's wrapper (an OmegaConf resolver, a Hydra instantiation)."""
+    from transferlab.core.errors import TransferlabError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, TransferlabError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _worker_message(exc: BaseException) -> str | None:

@@ -157,9 +157,11 @@ class HFDataModule(ImageFolderDataModule):
             / "transferlab"
             / (f"{hashlib.sha256(str(local.resolve()).encode()).hexdigest()[:16]}.json")
         )
+        changed = False  # Arrow files changed since they were written: datasets' own cache is not trusted
         try:
             record = json.loads(record_path.read_text())
-            if record["signature"] == signature and _same_contents(record):
+            changed = record["signature"] == signature and not _same_contents(record)
+            if record["signature"] == signature and not changed:
                 loaded = {
                     split: datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
                     for split, files in record["splits"].items()
@@ -169,7 +171,8 @@ class HFDataModule(ImageFolderDataModule):
         except Exception:  # no record, another folder state, or the datasets cache was cleaned: load
             pass
         try:
-            loaded = datasets.load_dataset(**source, cache_dir=self.hf_cache_dir)
+            mode = "force_redownload" if changed else None
+            loaded = datasets.load_dataset(**source, cache_dir=self.hf_cache_dir, download_mode=mode)
         except FileNotFoundError:  # its cache lost Arrow files (cleaned in part): prepare the folder again
             loaded = datasets.load_dataset(
                 **source, cache_dir=self.hf_cache_dir, download_mode="force_redownload"

@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
@@ -31,6 +32,7 @@ from transferlab.core.errors import DivergedError, TransferlabError, TrialPruned
 from transferlab.core.explain import explain, log_traceback
 from transferlab.core.faults import crash_point
 from transferlab.core.schema import check as check_config
+from transferlab.core.secrets import install_env_guard, refuse_secret_interpolations
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.features import CachedFeatures
 from transferlab.data.image_folder import in_loky_worker
@@ -80,8 +82,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (directory locked by another run, or holding a run it may not continue) writes nothing there.
     """
     logging.raiseExceptions = False  # a log handler that cannot write (a full disk): no traceback per message
+    install_env_guard()  # jobs a sweeper or SLURM starts skip the pre-flight: `${oc.env:<secret>}` is refused here
     out = Path(cfg.paths.output_dir).resolve()
-    record = _base_record(cfg, out)
+    try:
+        refuse_secret_interpolations(OmegaConf.to_container(cfg, resolve=False))
+        record = _base_record(cfg, out)
+    except (TransferlabError, OmegaConfBaseException) as exc:  # refused before anything is written
+        error = explain(exc)
+        log.error("%s", error)
+        return {"status": "failed", "error": error, "metrics": {}, "objective": {"value": None}}
     try:
         check_config(cfg)
         _check_output_dir(out)
@@ -91,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 return plan.finished
             return _run(cfg, out, record, plan)
     except TransferlabError as exc:  # refused at the door: nothing in `out` is touched
-        record.update(status="failed", error=str(exc))
+        record.update(status="failed", error=explain(exc))
         log.error("%s", exc)
         return record
 
@@ -180,7 +189,7 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
     except MisconfigurationException as exc:  # Lightning refused a setting: its words, without the traceback
         record.update(status="failed", error=f"Lightning refused the configuration: {exc}")
     except TransferlabError as exc:
-        record.update(status="failed", error=str(exc))
+        record.update(status="failed", error=explain(exc))
     except TrialPruned as exc:  # the tuner stopped a hopeless trial: not a failure
         record.update(status="pruned", error=str(exc))
     except (KeyboardInterrupt, SystemExit) as exc:  # SIGTERM / SIGINT, turned into exits by Lightning
