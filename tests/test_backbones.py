@@ -62,3 +62,65 @@ def test_weights_file_loads_and_is_hashed(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(source.eval()(x), loaded.eval()(x))
     assert loaded.weights["source"] == "file" and len(loaded.weights["sha256"]) == 64
+
+
+def _stage_invariants(bb):
+    """Every parameter in exactly one stage, names unique, no stage made only of norms or scalars."""
+    from transferlab.backbones.stages import has_weights
+
+    names = [s.name for s in bb.stages]
+    assert len(set(names)) == len(names), names
+    staged = [n for s in bb.stages for n in s.param_names]
+    assert sorted(staged) == sorted(n for n, _ in bb.model.named_parameters())
+    assert all(has_weights(bb.model, list(s.param_names)) for s in bb.stages)
+
+
+def test_stages_without_group_matcher_come_from_feature_info(caplog):
+    caplog.set_level("INFO", logger="transferlab.backbones.factory")
+    bb = create_backbone("pit_ti_224", image_size=32, kwargs={"img_size": 32, "depth": (1, 1, 1)})
+    assert not hasattr(bb.model, "group_matcher")  # PiT, like every MetaFormer, has none
+    assert bb.stage_source == "feature_info" and "from timm's feature_info" in caplog.text
+    assert [s.name for s in bb.stages] == [
+        "stem",
+        "transformers.0.blocks.0",
+        "transformers.1",
+        "transformers.2+norm",
+    ]
+    assert "pos_embed" in bb.stages[0].param_names  # the model's own tables belong to the stem
+    _stage_invariants(bb)
+
+
+def test_stages_fall_back_to_top_level_children():
+    import timm
+
+    from transferlab.backbones.stages import timm_stages
+
+    model = timm.create_model("pit_ti_224", num_classes=0, img_size=32, depth=(1, 1, 1))
+    del model.feature_info  # a model with neither group_matcher nor feature_info
+    stages, source = timm_stages(model)
+    assert source == "top-level children"
+    assert [s.name for s in stages] == [
+        "stem",
+        "transformers.0.blocks.0",
+        "transformers.1",
+        "transformers.2+norm",
+    ]
+    assert stages[0].param_names[:2] == ("pos_embed", "cls_token")
+
+
+def test_norm_only_groups_join_their_neighbour_and_names_are_unique():
+    convnext = create_backbone("test_convnext", image_size=32)
+    assert convnext.stages[-1].param_names[-1] == "head.norm.bias"  # timm's last group is just head.norm
+    assert [s.name for s in convnext.stages][-1] == "stages.3+head.norm"
+    _stage_invariants(convnext)
+    densenet = create_backbone(
+        "densenet121", image_size=32, kwargs={"growth_rate": 8, "block_config": (1, 1, 1, 1)}
+    )
+    assert [s.name for s in densenet.stages] == [
+        "features.conv0+norm0",
+        "features.denseblock1+transition1",
+        "features.denseblock2+transition2",
+        "features.denseblock3+transition3",
+        "features.denseblock4+norm5",
+    ]  # all five were called "features"
+    _stage_invariants(densenet)

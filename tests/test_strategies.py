@@ -235,3 +235,81 @@ def test_lora_skips_depthwise_convolutions_and_explains_a_bad_target(make_cfg):
         TransferlabError, match=r"conv_dw.* matches no Linear or ungrouped Conv2d layer.*depthwise"
     ):
         build(make_cfg(*effnet, "strategy.target_modules=[conv_dw]"))
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny models on a shared, loaded CPU run many times faster without
+    OpenMP threads waiting on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_fit(backbone, strategy, epochs=2, batches=1):
+    """A real fit of `epochs` x `batches` steps on random 32-pixel images (3 classes)."""
+    data = torch.utils.data.TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
+    module = TransferModule(backbone, strategy, num_classes=3)
+    trainer = quiet_trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0)
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=2))
+    assert trainer.state.status == "finished"
+    return module
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [("levit_128s", {"img_size": 32}), ("efficientvit_m0", {"img_size": 32}), ("tiny_vit_5m_224", {})],
+)
+@pytest.mark.parametrize("strategy", ["gradual_unfreeze", "lp_ft"])
+def test_gated_strategies_on_models_that_cache_in_eval_mode(name, kwargs, strategy, one_thread):
+    from transferlab.backbones import create_backbone
+    from transferlab.strategies import LPFT, GradualUnfreeze
+
+    torch.manual_seed(0)
+    backbone = create_backbone(name, image_size=32, kwargs=kwargs)
+    first = [p.detach().clone() for p in backbone.stage_parameters()[0]]
+    # two steps with frozen parts in eval mode: the second backpropagated through the first's cache
+    gated = GradualUnfreeze() if strategy == "gradual_unfreeze" else LPFT(probe_epochs=2)
+    module = tiny_fit(backbone, gated)
+    assert all(torch.equal(a, b) for a, b in zip(first, module.backbone.stage_parameters()[0], strict=True))
+
+
+def test_lora_on_weight_standardized_convolutions_exports_the_trained_network(one_thread):
+    from peft.tuners.lora import LoraLayer
+
+    from transferlab.backbones import create_backbone
+    from transferlab.strategies import LoRA
+
+    torch.manual_seed(0)
+    module = tiny_fit(create_backbone("test_nfnet", image_size=32), LoRA(rank=2), epochs=1, batches=2)
+    assert module.strategy.weight_space_layers == 19  # every ScaledStdConv2d: W + BA inside the layer
+    assert not any(isinstance(m, LoraLayer) and "conv" in n for n, m in module.backbone.named_modules())
+    adapters = {n for n, p in module.backbone.named_parameters() if p.requires_grad}
+    assert adapters and all("lora_" in n for n in adapters)
+    merged = module.strategy.export_model(module.backbone)  # checked there; checked again from its state
+    fresh = create_backbone("test_nfnet", image_size=32)
+    fresh.model.load_state_dict(merged.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    module.backbone.eval()
+    assert torch.allclose(fresh.eval()(x), module.backbone(x), atol=1e-5)
+
+
+def test_an_export_that_differs_from_the_trained_network_fails_loudly(one_thread):
+    from transferlab.backbones import create_backbone
+    from transferlab.strategies import LoRA
+
+    class PeftEverywhere(LoRA):  # the old behaviour: peft adapters on the weight-standardized convs too
+        def resolve_targets(self, model):
+            exact, weight_space = super().resolve_targets(model)
+            return exact + weight_space, []
+
+    backbone = create_backbone("test_nfnet", image_size=32)
+    strategy = PeftEverywhere(rank=2)
+    strategy.prepare(backbone)
+    with torch.no_grad():
+        for name, p in backbone.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # a trained adapter
+    with pytest.raises(TransferlabError, match=r"strategy=lora does not reproduce the trained network: max"):
+        strategy.export_model(backbone)

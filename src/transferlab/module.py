@@ -334,6 +334,13 @@ class TransferModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.apply_strategy(self.current_epoch)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Gated frozen parameters keep requires_grad (DDP needs a fixed set), so a module that caches
+        # tensors in eval mode (timm LeViT, EfficientViT-M, TinyViT attention biases) would carry this
+        # step's graph into the next: switching the frozen parts to train and back clears such caches.
+        if self.strategy.gated and self._frozen_ids:
+            self._set_frozen_modes()
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         for p in self._gated:  # gated (frozen) parameters: no update, no weight decay, no optimizer state
             p.grad = None

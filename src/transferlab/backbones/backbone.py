@@ -14,8 +14,13 @@ class Backbone(nn.Module):
     """Wraps a model whose forward returns pooled features of size `num_features`.
 
     `stages` are ordered (stem first); `stage_parameters()` gives their parameter objects, which stay
-    valid when a strategy later wraps the model (e.g. LoRA adapters).
+    valid when a strategy later wraps the model (e.g. LoRA adapters). `stage_source` says where the
+    stages came from (`group_matcher`, `feature_info`, `top-level children` or `declared`).
     """
+
+    stage_source = "declared"
+    in_chans = 3
+    image_size = 224  # what it was built and checked for (create_backbone's image_size)
 
     def __init__(
         self,

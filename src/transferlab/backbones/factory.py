@@ -44,16 +44,39 @@ def create_backbone(
     weights = _load_weights(model, name, pretrained)
     num_features = _check_forward(model, name, in_chans, image_size)
     if name in BUILTINS:
-        stages = declared_stages(model, model.stage_names)
+        stages, source = declared_stages(model, model.stage_names), "declared"
         data_config = {
             "mean": (0.5,) * in_chans,
             "std": (0.5,) * in_chans,
             "input_size": (in_chans, image_size, image_size),
         }
     else:
-        stages = timm_stages(model)
+        stages, source = _resolve_stages(model, name)
         data_config = dict(resolve_data_config({}, model=model))
-    return Backbone(model, name, stages, num_features, data_config, kwargs=kwargs, weights=weights)
+    log.info("Backbone %s: %d stages from %s.", name, len(stages), STAGE_SOURCES.get(source, source))
+    backbone = Backbone(model, name, stages, num_features, data_config, kwargs=kwargs, weights=weights)
+    backbone.stage_source, backbone.in_chans = source, in_chans
+    backbone.image_size = image_size or (32 if name in BUILTINS else 224)
+    return backbone
+
+
+STAGE_SOURCES = {
+    "declared": "the built-in model's declared stages",
+    "group_matcher": "timm's group_matcher",
+    "feature_info": "timm's feature_info (the model has no group_matcher)",
+    "top-level children": "the model's top-level children (no group_matcher, no feature_info)",
+}
+
+
+def _resolve_stages(model: torch.nn.Module, name: str):
+    try:
+        return timm_stages(model)
+    except Exception as exc:  # the model itself was built: say that its stage metadata is the problem
+        raise TransferlabError(
+            f"backbone '{name}' was built, but its stages could not be resolved ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); strategies that need stages (partial, gradual_unfreeze, layer_decay) "
+            "cannot use it: please report it with the model name."
+        ) from None
 
 
 def check_name(name: str) -> None:
@@ -75,6 +98,13 @@ def _build(name: str, in_chans: int, image_size: int | None, kwargs: dict[str, A
     except TypeError as exc:
         raise TransferlabError(
             f"backbone.kwargs {kwargs} are not accepted by timm model '{name}': {exc}"
+        ) from None
+    except Exception as exc:  # e.g. an img_size/window_size combination the architecture refuses
+        if not kwargs:
+            raise
+        raise TransferlabError(
+            f"timm could not build '{name}' with backbone.kwargs {kwargs} ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); change or remove those kwargs."
         ) from None
 
 

@@ -92,6 +92,13 @@ class TransferStrategy:
     def check(self, backbone: Backbone) -> None:
         """Validate settings against the backbone; raise `TransferlabError` with the fix."""
 
-    def export_model(self, backbone: Backbone) -> nn.Module:
-        """The plain model to export as the trained backbone."""
+    def plain_model(self, backbone: Backbone) -> nn.Module:
+        """The trained backbone as a plain timm/torch model (subclasses: e.g. adapters merged)."""
         return backbone.model
+
+    def export_model(self, backbone: Backbone) -> nn.Module:
+        """The plain model to export, checked to reproduce the trained backbone's features on a batch
+        (a `TransferlabError` otherwise: nothing wrong is exported silently)."""
+        from transferlab.strategies.export import verify_export
+
+        return verify_export(self.name, backbone, self.plain_model(backbone))
