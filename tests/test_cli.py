@@ -124,3 +124,17 @@ def test_help_lists_every_group_and_option_as_hydras_own_help(tmp_path):
     assert {"my_launcher", "joblib", "submitit_slurm"} <= set(listing["hydra/launcher"].split(", "))
     assert "transferlab_optuna" in listing["hydra/sweeper"]  # our own plugin
     assert {"full", "linear_probe", "partial"} <= set(listing["strategy"].split(", "))
+
+
+def test_a_jobs_imports_leave_out_the_reports_libraries():
+    """What every job imports (the job path, Hydra's report callback, the digits data) loads neither the
+    report's pandas/statistics nor scikit-learn (only the first digits materialization needs it)."""
+    probe = (
+        "import sys\n"
+        "import transferlab.run.job, transferlab.data.digits, transferlab.report as report\n"
+        "report.ReportCallback\n"
+        "print('LOADED', sorted(m for m in ('pandas', 'sklearn', 'statsmodels', 'transferlab.report.cli') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "LOADED []" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]

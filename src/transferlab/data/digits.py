@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from transferlab.data.image_folder import ImageFolderDataModule
 
@@ -31,6 +29,9 @@ def materialize_digits(root: str | os.PathLike) -> Path:
     if (root / _MARKER).is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
+    from sklearn.datasets import load_digits  # scikit-learn only the first time (~0.2 s for every job)
+    from sklearn.model_selection import train_test_split
+
     digits = load_digits()
     images = np.clip(digits.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
     idx = np.arange(len(images))

@@ -6,7 +6,7 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {
-    "ReportCallback": "cli",
+    "ReportCallback": "callback",
     "SweepReport": "cli",
     "build_report": "cli",
     "comparison_table": "cli",
