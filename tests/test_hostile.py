@@ -443,3 +443,32 @@ def test_wandb_online_without_a_key_says_how_to_stay_offline(tmp_path, monkeypat
     record = train(compose_cfg(tmp_path / "run", [*TINY, "logger=wandb", "logger.wandb.mode=online"]))
     assert record["status"] == "failed" and one_line(record["error"])
     assert "logger.wandb.mode=offline" in record["error"] and "wandb login" in record["error"]
+
+
+def test_ctrl_c_during_the_report_leaves_whole_files_and_one_line(tmp_path, capsys):
+    import signal
+    import threading
+
+    folder = write_sweep(
+        tmp_path / "sweep", {f"arm{i}": [0.5 + 0.01 * i + 0.001 * s for s in range(5)] for i in range(6)}
+    )
+    for delay in (0.3, 0.1, 0.02):
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            report_main([str(folder)])
+        except SystemExit as stopped:
+            err = capsys.readouterr().err
+            assert stopped.code == 130 and one_line(err) and err.startswith("error: interrupted"), err
+            break
+        finally:
+            timer.join()
+    else:
+        pytest.skip("the report finished before every interrupt")
+    assert not list(folder.glob("**/.*.tmp"))  # no half-written file left behind
+    for png in folder.glob("*.png"):
+        Image.open(png).verify()
+    if (folder / "results.csv").exists():
+        import pandas as pd
+
+        assert len(pd.read_csv(folder / "results.csv")) == 30
