@@ -69,24 +69,29 @@ def preflight_cost(root: Path, jobs: int):
     return run
 
 
-def transferlab_arms(root: Path, overrides: list[str], src: Path | None, suffix: str = "") -> dict:
+def transferlab_arms(
+    root: Path, overrides: list[str], src: Path | None, suffix: str, wanted: list[str]
+) -> dict:
     run = ["-m", "transferlab.train"]
-    return {
-        f"first_step{suffix}": one_epoch(root, ["trainer.enable_progress_bar=false", *overrides], src),
-        f"help{suffix}": lambda: wall(*run, "--help", src=src),
-        f"cfg_job{suffix}": lambda: wall(*run, "--cfg", "job", src=src),
+    arms = {
+        "first_step": one_epoch(root, ["trainer.enable_progress_bar=false", *overrides], src),
+        "help": lambda: wall(*run, "--help", src=src),
+        "cfg_job": lambda: wall(*run, "--cfg", "job", src=src),
     }
+    return {f"{name}{suffix}": arm for name, arm in arms.items() if name in wanted}
 
 
 def summary(runs: dict, suffix: str = "") -> dict:
-    first = [r["seconds"] for r in runs[f"first_step{suffix}"]]
-    return {
-        "first_step_seconds": spread(first),
-        "one_epoch_total_seconds": spread([r["total"] for r in runs[f"first_step{suffix}"]]),
-        "first_step_over_floor": ratio(first, runs["floor"]),
-        "help_seconds": spread(runs[f"help{suffix}"]),
-        "cfg_job_seconds": spread(runs[f"cfg_job{suffix}"]),
-    }
+    result = {}
+    if f"first_step{suffix}" in runs:
+        first = [r["seconds"] for r in runs[f"first_step{suffix}"]]
+        result["first_step_seconds"] = spread(first)
+        result["one_epoch_total_seconds"] = spread([r["total"] for r in runs[f"first_step{suffix}"]])
+        result["first_step_over_floor"] = ratio(first, runs["floor"])
+    for name in ("help", "cfg_job"):
+        if f"{name}{suffix}" in runs:
+            result[f"{name}_seconds"] = spread(runs[f"{name}{suffix}"])
+    return result
 
 
 def main() -> None:
@@ -95,6 +100,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, choices=(0, 1), default=1)
     parser.add_argument("--sweep-jobs", type=int, default=200)
     parser.add_argument("--compare", type=Path, help="another checkout whose src/ runs interleaved")
+    parser.add_argument("--arms", default="first_step,help,cfg_job", help="the transferlab arms to run")
     parser.add_argument("overrides", nargs="*", help="for the one-epoch run, e.g. backbone=resnet18")
     args = parser.parse_args()
     root = workdir()
@@ -102,32 +108,39 @@ def main() -> None:
         "TRANSFERLAB_CACHE", str(root / "cache")
     )  # the children share it: warm after round 1
     arms = {"python": lambda: wall("-c", "pass"), "floor": lambda: wall("-c", LIBRARIES)}
-    arms |= transferlab_arms(root, args.overrides, None)
+    wanted = args.arms.split(",")
+    arms |= transferlab_arms(root, args.overrides, None, "", wanted)
     if args.compare:
-        arms |= transferlab_arms(root, args.overrides, args.compare.resolve() / "src", "_compared")
-    arms["preflight_sweep"] = preflight_cost(root, args.sweep_jobs)
+        arms |= transferlab_arms(root, args.overrides, args.compare.resolve() / "src", "_compared", wanted)
+    if args.sweep_jobs:
+        arms["preflight_sweep"] = preflight_cost(root, args.sweep_jobs)
     runs = interleaved(arms, repeats=args.repeats, warmup=bool(args.warmup))
-    first = [r["seconds"] for r in runs["first_step"]]
-    per_job = [s / args.sweep_jobs for s in runs["preflight_sweep"]]
     result = {
         "benchmark": "startup",
         "repeats": args.repeats,
         "cpus": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
         "run_overrides": args.overrides,
         "python_seconds": spread(runs["python"]),
         "floor_import_seconds": spread(runs["floor"]),
         **summary(runs),
-        "preflight_sweep_jobs": args.sweep_jobs,
-        "preflight_seconds_per_job": spread(per_job),
-        "preflight_per_job_over_first_step": ratio(per_job, first),
     }
+    if args.sweep_jobs and "first_step" in runs:
+        first = [r["seconds"] for r in runs["first_step"]]
+        per_job = [s / args.sweep_jobs for s in runs["preflight_sweep"]]
+        result["preflight_sweep_jobs"] = args.sweep_jobs
+        result["preflight_seconds_per_job"] = spread(per_job)
+        result["preflight_per_job_over_first_step"] = ratio(per_job, first)
     if args.compare:
         result["compared"] = {"src": str(args.compare.resolve() / "src"), **summary(runs, "_compared")}
-        result["first_step_ratio_over_compared"] = ratio(
-            first, [r["seconds"] for r in runs["first_step_compared"]]
-        )
-        result["help_ratio_over_compared"] = ratio(runs["help"], runs["help_compared"])
+        for name in ("help", "cfg_job"):
+            if name in runs:
+                result[f"{name}_ratio_over_compared"] = ratio(runs[name], runs[f"{name}_compared"])
+        if "first_step" in runs:
+            seconds = {k: [r["seconds"] for r in runs[k]] for k in ("first_step", "first_step_compared")}
+            result["first_step_ratio_over_compared"] = ratio(
+                seconds["first_step"], seconds["first_step_compared"]
+            )
+    result["load_average_at_end"] = os.getloadavg()
     emit(result)
 
 

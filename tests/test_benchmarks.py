@@ -128,3 +128,12 @@ def test_input_pipeline_benchmark():
             "tensor_v2",
         }
         assert all(s["median"] > 0 for s in measured["ratio_over_transferlab_pil"].values())
+
+
+def test_startup_benchmark():
+    args = ["--repeats", "1", "--warmup", "0", "--sweep-jobs", "2", "dataset.classes=[0,1]"]
+    args += ["trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1"]
+    result = run_benchmark("startup", *args)
+    assert 0 < result["floor_import_seconds"]["median"] and 0 < result["help_seconds"]["median"]
+    assert result["one_epoch_total_seconds"]["median"] > result["first_step_seconds"]["median"] > 0
+    assert result["preflight_sweep_jobs"] == 2 and result["preflight_per_job_over_first_step"]["median"] > 0
