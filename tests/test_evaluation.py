@@ -184,6 +184,7 @@ def test_the_report_has_a_column_per_eval_set_and_holm_covers_every_set(tmp_path
 
     from transferlab.report import build_report
     from transferlab.report.stats import holm
+    from transferlab.report.wise_plot import wise_points
 
     from .test_report_stats import write_sweep
 
@@ -198,6 +199,11 @@ def test_the_report_has_a_column_per_eval_set_and_holm_covers_every_set(tmp_path
         record["metrics"] |= {f"test/{n}/acc": v for n, v in ood.items()}
         record["metrics"]["test/ood_mean/acc"] = sum(ood.values()) / 2
         record["eval_sets"] = {n: {"kind": "shift", "sha256": f"{n}-hash"} for n in ood}
+        if arm == "full":  # its WiSE-FT curve: alpha 0 and 1
+            curve = [
+                {"alpha": a, "test/acc": acc - 0.1 * (1 - a), "test/ood_mean/acc": a} for a in (0.0, 1.0)
+            ]
+            record["wise"] = {"curve": curve}
         path.write_text(json.dumps(record))
     report = build_report(sweep)
     text = (sweep / "report.md").read_text()
@@ -217,6 +223,10 @@ def test_the_report_has_a_column_per_eval_set_and_holm_covers_every_set(tmp_path
         [c.pairs["p_holm"].to_numpy() for c in (block.comparison, *block.sets.values())]
     )
     assert np.allclose(adjusted, holm(raw))  # one family: every comparison the report states
+    assert (sweep / "wise_curve.png").is_file() and "wise_curve.png" in text
+    points = wise_points(report.analysis).set_index("alpha")
+    assert list(points["arm"]) == ["full", "full"]
+    assert points.at[0.0, "test/acc"] == pytest.approx(id_acc["full"].mean() - 0.1)
 
     # a run whose eval set is other data cannot be paired on that set
     path = next(sweep.glob("*/results.json"))
