@@ -49,9 +49,22 @@ def test_pretrained_true_offline_says_how_to_use_a_local_file(tmp_path, monkeypa
 
 
 def test_stages_cli(capsys):
-    stages_main(["backbone=resnet18"])
+    stages_main(["backbone=resnet18", "dataset.image_size=32"])
     out = capsys.readouterr().out
     assert "layer4" in out and "8,393,728" in out and "5 stages" in out
+    # resnet18 at 32 px: layer4 holds 75.1% of the parameters, and 22.7% of the FLOPs
+    assert "75.1" in out and "22.7" in out and "group_matcher" in out
+
+
+def test_stage_flop_shares_add_up_and_follow_the_stages():
+    from transferlab.backbones.profile import stage_shares
+
+    vit = create_backbone("test_vit", image_size=32, kwargs={"img_size": 32})
+    shares = stage_shares(vit, 32)
+    assert sum(s["flop_share"] for s in shares) == pytest.approx(1.0)
+    assert sum(s["param_share"] for s in shares) == pytest.approx(1.0)
+    blocks = [s["flops"] for s in shares[1:]]
+    assert len(set(blocks)) == 1 and blocks[0] > 0  # identical transformer blocks: identical FLOPs
 
 
 def test_weights_file_loads_and_is_hashed(tmp_path):

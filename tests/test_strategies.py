@@ -313,3 +313,21 @@ def test_an_export_that_differs_from_the_trained_network_fails_loudly(one_thread
                 p.normal_()  # a trained adapter
     with pytest.raises(TransferlabError, match=r"strategy=lora does not reproduce the trained network: max"):
         strategy.export_model(backbone)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 1.0])
+def test_partial_trainable_fraction_picks_the_fewest_last_stages_holding_it(make_cfg, fraction):
+    module, _ = build(make_cfg(*RESNET, "strategy=partial", f"strategy.trainable_fraction={fraction}"))
+    sizes = [sum(p.numel() for p in ps) for ps in module.backbone.stage_parameters()]
+    k, n = module.strategy.k, len(sizes)
+    assert sum(sizes[n - k :]) >= fraction * sum(sizes) > sum(sizes[n - k + 1 :])
+    trainable = sum(p.numel() for p in module.backbone.parameters() if p.requires_grad)
+    assert trainable == sum(sizes[n - k :])
+    assert module.strategy.config()["trainable_fraction"] == fraction
+
+
+def test_partial_trainable_fraction_is_schema_checked(make_cfg):
+    from transferlab.core import schema
+
+    with pytest.raises(TransferlabError, match=r"strategy.trainable_fraction"):
+        schema.check(make_cfg(*RESNET, "strategy=partial", "strategy.trainable_fraction=1.5"))

@@ -159,6 +159,7 @@ class Strategy(_Group):
     train_bn: bool
     layer_decay: float | None = Field(default=None, gt=0.0, le=1.0)
     trainable_stages: int | None = Field(default=None, ge=0)
+    trainable_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
     unfreeze_every: int | None = Field(default=None, ge=1)
     probe_epochs: int | None = Field(default=None, ge=0)
     rank: int | None = Field(default=None, ge=1)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from transferlab.backbones import Backbone
 from transferlab.core.errors import TransferlabError
 from transferlab.strategies.base import NORM_TYPES, TransferStrategy
+
+log = logging.getLogger(__name__)
 
 
 class LinearProbe(TransferStrategy):
@@ -54,22 +57,54 @@ class KNN(LinearProbe):
 
 
 class Partial(TransferStrategy):
-    """The last `trainable_stages` stages and the head train; earlier stages are frozen (BN in eval)."""
+    """The last `trainable_stages` stages and the head train; earlier stages are frozen (BN in eval).
+
+    `trainable_fraction` (0 < f <= 1) instead picks the fewest last stages that hold at least that
+    fraction of the backbone's parameters, which compares fairly across architectures.
+    """
 
     name = "partial"
 
-    def __init__(self, trainable_stages: int = 1, cache_prefix: bool | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        trainable_stages: int = 1,
+        cache_prefix: bool | None = None,
+        trainable_fraction: float | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.k = int(trainable_stages)
         self.cache_prefix = cache_prefix
+        self.fraction = None if trainable_fraction is None else float(trainable_fraction)
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise TransferlabError(
+                f"strategy.trainable_fraction={trainable_fraction} must be in (0, 1]: the share of the "
+                "backbone's parameters to train (e.g. 0.1), or null to use strategy.trainable_stages."
+            )
+        self.trained_share: float | None = None
 
     def check(self, backbone: Backbone) -> None:
         n = len(backbone.stages)
+        sizes = [sum(p.numel() for p in ps) for ps in backbone.stage_parameters()]
+        total = sum(sizes) or 1
+        if self.fraction is not None:
+            self.k = next(
+                k for k in range(1, n + 1) if sum(sizes[n - k :]) >= self.fraction * total * (1 - 1e-9)
+            )
         if not 0 <= self.k <= n:
             names = ", ".join(f"{i}:{s.name}" for i, s in enumerate(backbone.stages))
             raise TransferlabError(
                 f"strategy.trainable_stages={self.k} but backbone '{backbone.name}' has {n} stages ({names}); "
                 f"choose 0..{n} (0 = head only, {n} = everything)."
+            )
+        self.trained_share = round(sum(sizes[n - self.k :]) / total, 4) if self.k else 0.0
+        if self.fraction is not None:
+            log.info(
+                "strategy.trainable_fraction=%g: the last %d of %d stages train (%.1f%% of the backbone's parameters).",
+                self.fraction,
+                self.k,
+                n,
+                100 * self.trained_share,
             )
 
     def trainable_stages(self, n_stages: int, epoch: int) -> set[int]:
@@ -78,6 +113,7 @@ class Partial(TransferStrategy):
     def config(self) -> dict[str, Any]:
         config = super().config()
         config["trainable_stages"] = config.pop("k")
+        config["trainable_fraction"] = config.pop("fraction")
         return config
 
 
