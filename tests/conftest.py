@@ -44,6 +44,18 @@ def compose_cfg(out_dir: Path, overrides: list[str] | None = None, fast: bool = 
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for in-process tiny models: on a shared, loaded CPU they run many times
+    faster without OpenMP threads waiting on each other."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def make_cfg(tmp_path):
     def make(*overrides: str, fast: bool = True, out: Path | None = None) -> DictConfig:
         return compose_cfg(out or tmp_path / "run", list(overrides), fast=fast)

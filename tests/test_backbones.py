@@ -33,7 +33,7 @@ def test_unknown_backbone_suggests_close_names():
 
 
 @pytest.mark.parametrize("name,size", [("simple_cnn", 2), ("vit_tiny_patch16_224", 8)])
-def test_image_size_too_small(name, size):
+def test_image_size_too_small(name, size, one_thread):
     kwargs = {"img_size": size} if "vit" in name else {}
     with pytest.raises(TransferlabError, match=rf"image_size={size} is too small"):
         create_backbone(name, image_size=size, kwargs=kwargs)
@@ -48,7 +48,7 @@ def test_pretrained_true_offline_says_how_to_use_a_local_file(tmp_path, monkeypa
         create_backbone("resnet18", pretrained=True, image_size=32)
 
 
-def test_stages_cli(capsys):
+def test_stages_cli(capsys, one_thread):
     stages_main(["backbone=resnet18", "dataset.image_size=32"])
     out = capsys.readouterr().out
     assert "layer4" in out and "8,393,728" in out and "5 stages" in out
@@ -88,7 +88,7 @@ def _stage_invariants(bb):
     assert all(has_weights(bb.model, list(s.param_names)) for s in bb.stages)
 
 
-def test_stages_without_group_matcher_come_from_feature_info(caplog):
+def test_stages_without_group_matcher_come_from_feature_info(caplog, one_thread):
     caplog.set_level("INFO", logger="transferlab.backbones.factory")
     bb = create_backbone("pit_ti_224", image_size=32, kwargs={"img_size": 32, "depth": (1, 1, 1)})
     assert not hasattr(bb.model, "group_matcher")  # PiT, like every MetaFormer, has none
@@ -121,7 +121,7 @@ def test_stages_fall_back_to_top_level_children():
     assert stages[0].param_names[:2] == ("pos_embed", "cls_token")
 
 
-def test_norm_only_groups_join_their_neighbour_and_names_are_unique():
+def test_norm_only_groups_join_their_neighbour_and_names_are_unique(one_thread):
     convnext = create_backbone("test_convnext", image_size=32)
     assert convnext.stages[-1].param_names[-1] == "head.norm.bias"  # timm's last group is just head.norm
     assert [s.name for s in convnext.stages][-1] == "stages.3+head.norm"
@@ -137,3 +137,18 @@ def test_norm_only_groups_join_their_neighbour_and_names_are_unique():
         "features.denseblock4+norm5",
     ]  # all five were called "features"
     _stage_invariants(densenet)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "test_maxvit", "levit_128s"])
+def test_fixed_size_models_name_the_override_that_works(make_cfg, name, one_thread):
+    import re
+
+    from transferlab.core.errors import instantiate
+
+    common = [f"backbone.name={name}", "dataset.image_size=32"]
+    with pytest.raises(TransferlabError, match=r"does not fit .* it is built for \d+ px") as error:
+        instantiate(make_cfg(*common).backbone, _convert_="all")
+    override = re.search(r"\+backbone\.kwargs\.img_size=\d+", str(error.value)).group(0)
+    assert override == "+backbone.kwargs.img_size=32"
+    backbone = instantiate(make_cfg(*common, override).backbone, _convert_="all")  # the advice, as given
+    assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, backbone.num_features)

@@ -237,16 +237,6 @@ def test_lora_skips_depthwise_convolutions_and_explains_a_bad_target(make_cfg):
         build(make_cfg(*effnet, "strategy.target_modules=[conv_dw]"))
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: tiny models on a shared, loaded CPU run many times faster without
-    OpenMP threads waiting on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_fit(backbone, strategy, epochs=2, batches=1):
     """A real fit of `epochs` x `batches` steps on random 32-pixel images (3 classes)."""
     data = torch.utils.data.TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))

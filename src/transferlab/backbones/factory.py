@@ -12,6 +12,7 @@ from timm.data import resolve_data_config
 
 from transferlab.backbones.backbone import Backbone
 from transferlab.backbones.simple_cnn import SimpleCNN
+from transferlab.backbones.sizes import size_hint
 from transferlab.backbones.stages import declared_stages, timm_stages
 from transferlab.backbones.weights import (
     file_sha256,
@@ -42,7 +43,7 @@ def create_backbone(
     kwargs = dict(kwargs or {})
     model = _build(name, in_chans, image_size, kwargs)
     weights = _load_weights(model, name, pretrained)
-    num_features = _check_forward(model, name, in_chans, image_size)
+    num_features = _check_forward(model, name, in_chans, image_size, kwargs)
     if name in BUILTINS:
         stages, source = declared_stages(model, model.stage_names), "declared"
         data_config = {
@@ -156,7 +157,9 @@ def _in_chans(model: torch.nn.Module) -> int:
     return 3
 
 
-def _check_forward(model: torch.nn.Module, name: str, in_chans: int, image_size: int | None) -> int:
+def _check_forward(
+    model: torch.nn.Module, name: str, in_chans: int, image_size: int | None, kwargs: dict[str, Any]
+) -> int:
     """Run one image through the model: catches too-small images early and measures the feature size."""
     size = image_size or 224
     was_training = model.training
@@ -165,12 +168,14 @@ def _check_forward(model: torch.nn.Module, name: str, in_chans: int, image_size:
         with torch.no_grad():
             out = model(torch.zeros(1, in_chans, size, size))
     except Exception as exc:
-        hint = _smallest_size(model, in_chans, size)
-        use = f"Use dataset.image_size={hint} or larger" if hint else "Use a larger dataset.image_size"
-        fault = "is too small for" if hint and hint > size else "does not fit"
+        if name in BUILTINS:
+            raise TransferlabError(
+                f"dataset.image_size={size} does not fit backbone '{name}' ({type(exc).__name__}); use a larger one."
+            ) from None
+        advice, too_small = size_hint(name, model, in_chans, size, kwargs)
+        fault = "is too small for" if too_small else "does not fit"
         raise TransferlabError(
-            f"dataset.image_size={size} {fault} backbone '{name}' ({type(exc).__name__}). "
-            f"{use}{'' if name in BUILTINS else ' (or another backbone)'}."
+            f"dataset.image_size={size} {fault} backbone '{name}' ({type(exc).__name__}): {advice} (or pick another backbone)."
         ) from None
     finally:
         model.train(was_training)
@@ -179,21 +184,3 @@ def _check_forward(model: torch.nn.Module, name: str, in_chans: int, image_size:
             f"Backbone '{name}' returns features of shape {tuple(out.shape)}; expected (batch, features)."
         )
     return out.shape[1]
-
-
-def _smallest_size(model: torch.nn.Module, in_chans: int, start: int) -> int | None:
-    """The smallest image size the model accepts, or None when no probe finds one. A vision transformer
-    is built for its image size (position embeddings): it needs at least one patch."""
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-    if patch is not None:
-        return int(patch[0] if isinstance(patch, tuple | list) else patch)
-    size = max(start, 1)
-    while size < 1024:
-        size *= 2
-        try:
-            with torch.no_grad():
-                model(torch.zeros(1, in_chans, size, size))
-            return size
-        except Exception:
-            continue
-    return None
