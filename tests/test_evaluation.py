@@ -261,3 +261,30 @@ def test_wise_apply_makes_the_interpolation_the_runs_model(tmp_path):
     expected = interpolate(anchor, {k: tuned[k] for k in anchor}, 0.5)
     for name, value in head.items():  # the exported head is the interpolation
         assert torch.equal(value, expected[f"head.1.{name}"]), name
+
+
+@pytest.mark.slow
+def test_lp_ft_interpolates_from_its_linear_probed_model(tmp_path):
+    out = tmp_path / "run"
+    overrides = [
+        *FAST,
+        *SMALL,
+        "strategy=lp_ft",
+        "strategy.probe_epochs=1",
+        "wise.enabled=true",
+        "wise.alphas=[0,1]",
+    ]
+    record = train(compose_train(overrides, output_dir=out))
+    assert record["status"] == "ok", record["error"]
+    assert record["wise"]["anchor"] == {"kind": "linear_probe", "epoch": 1}
+    anchor = load_anchor(out / "checkpoints")["state"]
+    cfg = compose_train(overrides, output_dir=out)
+    strategy = job.build_strategy(cfg.strategy)
+    pl.seed_everything(cfg.seed, workers=True)
+    backbone = job._build_backbone(cfg, strategy, job._resolve_pretrained(cfg, strategy, {}))
+    start = job._build_module(
+        cfg, backbone, strategy, job._build_datamodule(cfg, backbone), None
+    ).state_dict()
+    backbone_keys = [k for k in anchor if k.startswith("backbone.")]
+    assert all(torch.equal(anchor[k], start[k]) for k in backbone_keys)  # frozen while probing
+    assert not torch.equal(anchor["head.1.weight"], start["head.1.weight"])  # the probed head
