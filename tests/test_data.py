@@ -44,7 +44,8 @@ def test_classes_subset_and_samples_per_class(image_folder):
     module = dm(image_folder, classes=["fox", "cat"], samples_per_class=3, val_fraction=0.25)
     assert module.class_names == ["fox", "cat"]
     labels = sorted(y for _, y in module.splits["train"])
-    assert labels == [0, 0, 0, 1, 1, 1]
+    assert labels == [0, 0, 1, 1]  # the labelled budget of 3 per class holds its validation image
+    assert sorted(y for _, y in module.splits["val"]) == [0, 1]
     fox_files = {Path(p).parent.name for p, y in module.splits["train"] if y == 0}
     assert fox_files == {"fox"}
     assert {Path(p).parent.name for p, _ in module.splits["test"]} == {"fox", "cat"}

@@ -217,4 +217,5 @@ def test_data_size_sweep_is_reported_against_data_size(tmp_path):
     assert "## test/acc by strategy: 5\n" in report and "## test/acc by strategy: 10\n" in report
     assert (sweep / "test_acc_vs_samples_per_class.png").stat().st_size > 1000
     sizes = sorted(r["data"]["sizes"]["train"] for r in results(sweep))
-    assert sizes == [25, 25, 50, 50]  # 5 classes x samples_per_class
+    assert sizes == [20, 20, 40, 40]  # 5 classes x samples_per_class, less the validation drawn from it
+    assert sorted(r["data"]["labels_used"] for r in results(sweep)) == [25, 25, 50, 50]

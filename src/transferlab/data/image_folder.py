@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from transferlab.core.errors import TransferlabError, did_you_mean
+from transferlab.data.budget import check_val_source, quotas
 from transferlab.data.loaders import make_loader, resume_position
 from transferlab.data.manifest import Manifest
 from transferlab.data.transforms import (
@@ -168,7 +169,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
     """Images in ROOT/train/<class>/*, ROOT/test/<class>/* and optional ROOT/val/<class>/*.
 
     Without `val/`, a seeded stratified `val_fraction` of train is held out. `classes` selects a subset
-    (label = position in the list); `samples_per_class` keeps that many seeded training images per class.
+    (label = position in the list); `samples_per_class` (or `labels_total`) is the labelled budget:
+    seeded images per class (in all), the validation split drawn from inside it unless
+    `val_source="pool"` (see `transferlab.data.budget`).
     Normalization comes from the backbone's `data_config` unless `mean`/`std` are set.
     """
 
@@ -181,6 +184,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         val_fraction: float = 0.2,
         classes: Sequence[Any] | None = None,
         samples_per_class: int | None = None,
+        labels_total: int | None = None,
+        val_source: str = "budget",
         augment: dict[str, Any] | Augment | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -207,6 +212,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.requested_classes = [str(c) for c in classes] if classes is not None else None
         self.samples_per_class = samples_per_class
+        self.labels_total = labels_total
+        self.val_source = check_val_source(val_source)
         self.augment = augment if isinstance(augment, Augment) else Augment(**dict(augment or {}))
         config = dict(data_config or {})
         self.mean = tuple(mean if mean is not None else config.get("mean", (0.5, 0.5, 0.5)))
@@ -230,6 +237,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.duplicates_across_splits: int | None = None
         self._digests: dict[str, np.ndarray] = {}  # split -> a digest row per sample
         self._split_hashes: dict[str, str] = {}
+        self.val_from: str | None = None  # folder | budget | pool, once set up
 
     # ----------------------------------------------------------------- set-up
     def prepare_root(self) -> None:
@@ -268,12 +276,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
         labels = np.fromiter((y for _, y in pool), np.int64, len(pool))
         val_classes = self.scan("val", required=False)
+        everything = np.ones(len(pool), bool)
         if val_classes is not None:
             val = [(k, index[c]) for c in self.class_names for k in val_classes.get(c, [])]
-            held = np.zeros(len(pool), bool)
-        else:
-            val, held = [], self._hold_out(labels)
-        used = np.flatnonzero(held | self._subsample(labels, ~held))  # in scan order: the same files
+            held, kept = ~everything, self._subsample(labels, everything)
+        elif self.val_source == "pool":  # validation from all training images, outside the budget
+            val, held = [], self._hold_out(labels, everything)
+            kept = self._subsample(labels, ~held)
+        else:  # validation from inside the budget
+            val, kept = [], self._subsample(labels, everything)
+            held = self._hold_out(labels, kept)
+        self.val_from = "folder" if val_classes is not None else self.val_source
+        used = np.flatnonzero(held | kept)  # in scan order: the same files
         pool, held = [pool[i] for i in used], held[used]  # are asked of the manifest whatever the seed
         digests = self.digests([k for k, _ in pool + val + test])
         pool_digests, val_digests, test_digests = np.split(digests, [len(pool), len(pool) + len(val)])
@@ -347,7 +361,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         return list(self.requested_classes)
 
-    def _hold_out(self, labels: np.ndarray) -> np.ndarray:
+    def _hold_out(self, labels: np.ndarray, eligible: np.ndarray) -> np.ndarray:
         """The seeded stratified validation split, as a mask over `labels`: round(val_fraction x n) of
         each class's n images (at least one, and at least one left to train on), drawn at random.
 
@@ -360,7 +374,13 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         rng = np.random.default_rng(self.seed)
         held = np.zeros(len(labels), bool)
-        for label, members in enumerate(_members(labels, np.ones(len(labels), bool), self.num_classes)):
+        for label, members in enumerate(_members(labels, eligible, self.num_classes)):
+            if len(members) < 2 and not eligible.all():
+                raise TransferlabError(
+                    f"The labelled budget leaves {len(members)} image(s) of class {self.class_names[label]!r} and "
+                    "dataset.val_source=budget draws validation from inside it: give at least 2 per class "
+                    "(dataset.samples_per_class / labels_total), or dataset.val_source=pool."
+                )
             if len(members) < 2:
                 raise TransferlabError(
                     f"Cannot hold out dataset.val_fraction={self.val_fraction} of class {self.class_names[label]!r}: "
@@ -372,19 +392,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return held
 
     def _subsample(self, labels: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-        """The training images kept, as a mask: `samples_per_class` seeded draws per class among `eligible`."""
-        if self.samples_per_class is None:
+        """The labelled images kept, as a mask: seeded draws per class among `eligible`, as many as the
+        budget (`samples_per_class` or `labels_total`) gives each class."""
+        counts = np.bincount(labels[eligible], minlength=self.num_classes)
+        quota = quotas(counts, self.samples_per_class, self.labels_total)
+        if quota is None:
             return eligible
-        if int(self.samples_per_class) < 1:
-            raise TransferlabError(
-                f"dataset.samples_per_class={self.samples_per_class} must be at least 1, or null for all images."
-            )
         rng = np.random.default_rng(self.seed)
         kept, short = np.zeros(len(labels), bool), {}
         for label, members in enumerate(_members(labels, eligible, self.num_classes)):
-            if len(members) < self.samples_per_class:
+            if len(members) < quota[label]:
                 short[self.class_names[label]] = len(members)
-            kept[rng.choice(members, min(len(members), self.samples_per_class), replace=False)] = True
+            kept[rng.choice(members, min(len(members), quota[label]), replace=False)] = True
         if short:
             log.warning(
                 "dataset.samples_per_class=%d is more than %d class(es) have for training; all of their images are "
@@ -473,6 +492,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
             "root": str(self.root),
             "class_names": self.class_names,
             "sizes": {k: len(v) for k, v in self.splits.items()},
+            # every label the run saw: training plus validation (budget: the validation came out of it)
+            "labels_used": len(self.splits["train"]) + len(self.splits["val"]),
+            "val_source": self.val_from,
             "split_sha256": {k: self.split_hash(k) for k in self.splits},
             "image_size": self.image_size,
             "normalization": {"mean": list(self.mean), "std": list(self.std)},

@@ -1,0 +1,86 @@
+"""The realistic low-label protocol: samples_per_class / labels_total is every label a run sees
+(validation drawn from inside it), dataset.val_source=pool keeps the old protocol, data.labels_used says which."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from transferlab.core.errors import TransferlabError
+from transferlab.data import ImageFolderDataModule
+from transferlab.data.budget import quotas
+
+from .conftest import compose_cfg, write_image_folder
+
+
+def _dm(root, **kwargs) -> ImageFolderDataModule:
+    module = ImageFolderDataModule(root=str(root), image_size=32, num_workers=0, **kwargs)
+    module.setup()
+    return module
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_image_folder(
+        tmp_path_factory.mktemp("budget") / "imgs", per_class=20, test_per_class=2, size=16
+    )
+
+
+def test_validation_comes_out_of_the_budget(folder):
+    module = _dm(folder, samples_per_class=5, val_fraction=0.2, seed=3)
+    sizes = {k: len(v) for k, v in module.splits.items()}
+    assert sizes == {"train": 12, "val": 3, "test": 6}
+    info = module.describe()
+    assert info["labels_used"] == 5 * 3 == sizes["train"] + sizes["val"]  # samples_per_class x classes
+    assert info["val_source"] == "budget"
+    train, val = {p for p, _ in module.splits["train"]}, {p for p, _ in module.splits["val"]}
+    assert not train & val
+    assert Counter(y for _, y in module.splits["val"]) == {0: 1, 1: 1, 2: 1}  # stratified inside the budget
+    # the budget is the same images as the old protocol's training set would draw, whatever the split
+    again = _dm(folder, samples_per_class=5, val_fraction=0.4, seed=3)
+    assert {p for p, _ in again.splits["train"] + again.splits["val"]} == train | val
+
+
+def test_pool_keeps_the_old_protocol_and_says_so(folder):
+    module = _dm(folder, samples_per_class=5, val_fraction=0.2, val_source="pool")
+    sizes = {k: len(v) for k, v in module.splits.items()}
+    assert sizes == {"train": 15, "val": 12, "test": 6}  # validation: 20% of all 60 training images
+    assert module.describe()["labels_used"] == 27 and module.describe()["val_source"] == "pool"
+
+
+def test_labels_total_is_shared_by_class_size(tmp_path):
+    assert quotas(np.array([50, 30, 20]), None, 10).tolist() == [5, 3, 2]
+    assert quotas(np.array([90, 5, 5]), None, 7).tolist() == [5, 1, 1]  # at least one each
+    assert quotas(np.array([3, 3]), None, 100).tolist() == [3, 3]  # capped by what there is
+    assert quotas(np.array([4, 4]), None, None) is None
+    module = _dm(write_image_folder(tmp_path / "i", per_class=10, test_per_class=1, size=16), labels_total=13)
+    assert module.describe()["labels_used"] == 13
+    assert sum(Counter(y for _, y in module.splits["train"] + module.splits["val"]).values()) == 13
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"val_source": "outside"}, "dataset.val_source=outside is not one of budget, pool"),
+        ({"samples_per_class": 3, "labels_total": 9}, "are both set; give one budget"),
+        ({"labels_total": 2}, "dataset.labels_total=2 is less than the 3 classes"),
+        ({"samples_per_class": 1}, "budget leaves 1 image.*or dataset.val_source=pool"),
+    ],
+)
+def test_bad_budgets_are_one_line_errors(folder, kwargs, message):
+    with pytest.raises(TransferlabError, match=message) as info:
+        _dm(folder, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_the_digits_target_counts_every_label(tmp_path):
+    from transferlab.core.errors import instantiate
+
+    cfg = compose_cfg(tmp_path / "run", ["dataset=digits_target"])
+    assert cfg.dataset.val_source == "budget" and cfg.dataset.labels_total is None
+    module = instantiate(cfg.dataset, data_config=None, _convert_="all")
+    module.setup()
+    assert module.describe()["labels_used"] == 10 * 5  # samples_per_class x classes
+    assert {k: len(v) for k, v in module.splits.items()}["val"] == 2 * 5
