@@ -84,3 +84,8 @@ def test_the_digits_target_counts_every_label(tmp_path):
     module.setup()
     assert module.describe()["labels_used"] == 10 * 5  # samples_per_class x classes
     assert {k: len(v) for k, v in module.splits.items()}["val"] == 2 * 5
+
+
+def test_without_a_budget_both_protocols_split_alike(folder):
+    budget, pool = _dm(folder, val_source="budget"), _dm(folder, val_source="pool")
+    assert budget.splits == pool.splits and budget.describe()["labels_used"] == 60
