@@ -84,6 +84,10 @@ def test_the_digits_target_counts_every_label(tmp_path):
     module.setup()
     assert module.describe()["labels_used"] == 10 * 5  # samples_per_class x classes
     assert {k: len(v) for k, v in module.splits.items()}["val"] == 2 * 5
+    old = instantiate(cfg.dataset, data_config=None, val_source="pool", _convert_="all")
+    old.setup()
+    assert {k: len(v) for k, v in old.splits.items()} == {"train": 50, "val": 134, "test": 224}
+    assert old.describe()["labels_used"] == 184 and old.describe()["val_source"] == "pool"
 
 
 def test_without_a_budget_both_protocols_split_alike(folder):
