@@ -33,7 +33,7 @@ report: $(STAMP) ## Rebuild a sweep's report: make report ARGS=outputs/<exp>/mul
 	$(PY) -m transferlab.report $(ARGS)
 
 test: $(STAMP) ## Run the whole test suite (slow end-to-end tests included)
-	$(PY) -m pytest -q -n 2 $(ARGS)
+	$(PY) -m pytest -q -n 2 --durations=25 $(ARGS)
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest -q -n 2 -m "not slow" $(ARGS)
