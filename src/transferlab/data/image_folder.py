@@ -212,8 +212,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.requested_classes = [str(c) for c in classes] if classes is not None else None
         self.samples_per_class = samples_per_class
-        self.labels_total = labels_total
-        self.val_source = check_val_source(val_source)
+        self.labels_total, self.val_source = labels_total, val_source  # the labelled budget
         self.augment = augment if isinstance(augment, Augment) else Augment(**dict(augment or {}))
         config = dict(data_config or {})
         self.mean = tuple(mean if mean is not None else config.get("mean", (0.5, 0.5, 0.5)))
@@ -224,9 +223,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.multiprocessing_context = (
             _worker_context(multiprocessing_context) if self.num_workers > 0 else None
         )
-        self.verify = verify
-        self.hash = hash
-        self.recheck = recheck
+        self.verify, self.hash, self.recheck = verify, hash, recheck
         self.manifest = Manifest(self.root, manifest_dir)
         self.decoder = decoder  # pil | torchvision (torchvision.io + transforms.v2 on uint8 tensors)
         self.seed = int(seed)
@@ -237,7 +234,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.duplicates_across_splits: int | None = None
         self._digests: dict[str, np.ndarray] = {}  # split -> a digest row per sample
         self._split_hashes: dict[str, str] = {}
-        self.val_from: str | None = None  # folder | budget | pool, once set up
 
     # ----------------------------------------------------------------- set-up
     def prepare_root(self) -> None:
@@ -276,17 +272,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
         labels = np.fromiter((y for _, y in pool), np.int64, len(pool))
         val_classes = self.scan("val", required=False)
-        everything = np.ones(len(pool), bool)
-        if val_classes is not None:
-            val = [(k, index[c]) for c in self.class_names for k in val_classes.get(c, [])]
-            held, kept = ~everything, self._subsample(labels, everything)
-        elif self.val_source == "pool":  # validation from all training images, outside the budget
-            val, held = [], self._hold_out(labels, everything)
-            kept = self._subsample(labels, ~held)
-        else:  # validation from inside the budget
-            val, kept = [], self._subsample(labels, everything)
-            held = self._hold_out(labels, kept)
-        self.val_from = "folder" if val_classes is not None else self.val_source
+        val = [(k, index[c]) for c in self.class_names for k in (val_classes or {}).get(c, [])]
+        held, kept = self._labelled(labels, from_folder=val_classes is not None)
         used = np.flatnonzero(held | kept)  # in scan order: the same files
         pool, held = [pool[i] for i in used], held[used]  # are asked of the manifest whatever the seed
         digests = self.digests([k for k, _ in pool + val + test])
@@ -360,6 +347,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 f"dataset.classes: {missing} not found in {train_dir}.{hint} Available: {available}."
             )
         return list(self.requested_classes)
+
+    def _labelled(self, labels: np.ndarray, from_folder: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(validation, labelled budget) masks over the training pool: validation from inside the
+        budget (`val_source=budget`), from all training images (`pool`), or none (a val/ folder)."""
+        self.val_from = "folder" if from_folder else check_val_source(self.val_source)
+        everything = np.ones(len(labels), bool)
+        if from_folder:
+            return ~everything, self._subsample(labels, everything)
+        if self.val_source == "pool":
+            held = self._hold_out(labels, everything)
+            return held, self._subsample(labels, ~held)
+        kept = self._subsample(labels, everything)
+        return self._hold_out(labels, kept), kept
 
     def _hold_out(self, labels: np.ndarray, eligible: np.ndarray) -> np.ndarray:
         """The seeded stratified validation split, as a mask over `labels`: round(val_fraction x n) of
