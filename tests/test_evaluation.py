@@ -288,3 +288,36 @@ def test_lp_ft_interpolates_from_its_linear_probed_model(tmp_path):
     backbone_keys = [k for k in anchor if k.startswith("backbone.")]
     assert all(torch.equal(anchor[k], start[k]) for k in backbone_keys)  # frozen while probing
     assert not torch.equal(anchor["head.1.weight"], start["head.1.weight"])  # the probed head
+
+
+@pytest.mark.slow
+def test_greedy_soup_is_an_arm_never_below_its_best_ingredient_on_validation(tmp_path):
+    from .conftest import REPO, run_cli
+
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "-m",
+        "hparams_search=optuna",
+        "tuning.n_trials=3",
+        "tuning.final_seeds=[]",
+        "tuning.soup=greedy",
+        "dataset.samples_per_class=20",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "callbacks=minimal",
+        f"hydra.sweep.dir={sweep}",
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    trials = [r for r in records if r["tuning"]["phase"] == "trial"]
+    (soup,) = [r for r in records if r["tuning"]["arm"].endswith("_soup")]
+    assert soup["status"] == "ok" and soup["seed"] == trials[0]["seed"]  # the trials' validation split
+    best = max(r["objective"]["value"] for r in trials)
+    assert soup["soup"]["value"] >= best - 1e-6  # never below its best ingredient on validation
+    assert soup["objective"]["value"] == pytest.approx(soup["soup"]["value"], abs=1e-6)
+    assert soup["soup"]["candidates"] == 3 and soup["soup"]["steps"][0]["trial_value"] == pytest.approx(best)
+    assert soup["soup"]["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in trials), abs=0.01)
+    assert "test/acc" in soup["metrics"]
+    report = (sweep / "report.md").read_text()
+    assert "full_soup" in report

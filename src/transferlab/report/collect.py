@@ -119,6 +119,8 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
         row.update({k: record.get(k) for k in ROW_FIELDS})
         row.update({m: (record.get("metrics") or {}).get(m) for m in METRICS})
         row.update(_eval_set_fields(record))
+        if record.get("soup"):  # a soup trains nothing itself: its training is its ingredients'
+            row["train_seconds"] = record["soup"].get("train_seconds")
         row["overrides"] = json.dumps(record.get("overrides") or [])
         splits = ((record.get("data") or {}).get("split_sha256")) or {}
         for split in ("train", "val", "test"):

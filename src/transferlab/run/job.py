@@ -38,6 +38,7 @@ from transferlab.data.features import CachedFeatures
 from transferlab.data.image_folder import in_loky_worker
 from transferlab.data.prefix import FrozenPrefix
 from transferlab.evaluation.runner import Evaluation, weight_callbacks
+from transferlab.evaluation.soup import cook
 from transferlab.module import TransferModule
 from transferlab.multitask import JointDataModule, MultiTaskModule, build_source_datamodule
 from transferlab.run.checkpoint import (
@@ -144,6 +145,9 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         started = time.perf_counter()
         if strategy.head_solver in ("lbfgs", "knn"):  # fitted outright on the cached features
             record["probe"] = fit_head_directly(module, fit_data, strategy)
+            trainer.validate(module, datamodule=fit_data, verbose=False)
+        elif (cfg.get("soup") or {}).get("study"):  # a greedy soup of a study's trials: nothing trains
+            record["soup"] = cook(cfg, module, datamodule, trainer.strategy.root_device)
             trainer.validate(module, datamodule=fit_data, verbose=False)
         else:
             trainer.fit(module, datamodule=fit_data, ckpt_path=plan.checkpoint)

@@ -136,6 +136,9 @@ class OptunaSweeperImpl(Sweeper):
         finals = self._final_runs(studies)
         if finals:
             returns.append(self._launch(finals))
+        soups = self._soup_runs(studies)
+        if soups:
+            returns.append(self._launch(soups))
         return returns
 
     def _create_studies(self, arguments: list[str]) -> list[ArmStudy]:
@@ -312,6 +315,33 @@ class OptunaSweeperImpl(Sweeper):
                     "tuning.prune": "false",
                 }
                 jobs.append([*s.base, *fixed, *params, *(f"{k}={_quote(v)}" for k, v in markers.items())])
+        return jobs
+
+    def _soup_runs(self, studies: list[ArmStudy]) -> list[list[str]]:
+        """tuning.soup=greedy: per arm, one job averaging its trials (`evaluation/soup.py`) with the best
+        trial's configuration and the trials' seed, tested once; its arm is `<arm>_soup`."""
+        if (self.config.get("tuning") or {}).get("soup") != "greedy":
+            return []
+        done, seed, jobs = _finished_finals(self.sweep_dir), int(self.config.seed), []
+        for s in studies:
+            best = _best_trial(s.study)
+            if best is None or (s.name, seed) in done:
+                continue
+            markers = {
+                "test": "true",
+                "tuning.phase": "final",
+                "tuning.arm": f"{s.arm}_soup",
+                "tuning.block": s.block_label,
+                "tuning.study": s.name,
+                "tuning.trial": str(best.number),
+                "tuning.params": s.params_list,
+                "tuning.prune": "false",
+                "soup.study": s.name,
+                "soup.sweep_dir": str(self.sweep_dir),
+            }
+            params = [f"{k}={format_value(v)}" for k, v in best.params.items()]
+            fixed = [f"{k}={v}" for k, v in s.fixed.items()]
+            jobs.append([*s.base, *fixed, *params, *(f"{k}={_quote(v)}" for k, v in markers.items())])
         return jobs
 
     def _launch(self, batch: list[list[str]]) -> Sequence[JobReturn]:
