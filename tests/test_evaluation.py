@@ -239,44 +239,16 @@ def test_the_report_has_a_column_per_eval_set_and_holm_covers_every_set(tmp_path
 
 
 @pytest.mark.slow
-def test_wise_apply_makes_the_interpolation_the_runs_model(tmp_path):
+def test_lp_ft_interpolates_from_its_probed_model_and_wise_apply_makes_it_the_runs_model(tmp_path):
     from safetensors.torch import load_file
 
     out = tmp_path / "run"
-    record = train(
-        compose_train(
-            [*FAST, *SMALL, "wise.enabled=true", "wise.alphas=[0.5]", "wise.apply=true"], output_dir=out
-        )
-    )
-    assert record["status"] == "ok", record["error"]
-    wise = record["wise"]
-    assert wise["applied"] and wise["chosen_alpha"] == 0.5
-    point = wise["curve"][0]
-    for key in ("test/acc", "test/f1_macro", "test/ece", "test/loss", "test/acc_top5"):
-        assert record["metrics"][key] == point[key], key
-    assert sum(map(sum, record["confusion_matrix"])) == record["test_samples"]
-    anchor = load_anchor(out / "checkpoints")["state"]
-    tuned = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-    head = load_file(out / "head.safetensors")
-    expected = interpolate(anchor, {k: tuned[k] for k in anchor}, 0.5)
-    for name, value in head.items():  # the exported head is the interpolation
-        assert torch.equal(value, expected[f"head.1.{name}"]), name
-
-
-@pytest.mark.slow
-def test_lp_ft_interpolates_from_its_linear_probed_model(tmp_path):
-    out = tmp_path / "run"
-    overrides = [
-        *FAST,
-        *SMALL,
-        "strategy=lp_ft",
-        "strategy.probe_epochs=1",
-        "wise.enabled=true",
-        "wise.alphas=[0,1]",
-    ]
+    overrides = [*FAST, *SMALL, "strategy=lp_ft", "strategy.probe_epochs=1", "wise.enabled=true"]
+    overrides += ["wise.alphas=[0.5]", "wise.apply=true"]
     record = train(compose_train(overrides, output_dir=out))
     assert record["status"] == "ok", record["error"]
-    assert record["wise"]["anchor"] == {"kind": "linear_probe", "epoch": 1}
+    wise = record["wise"]
+    assert wise["anchor"] == {"kind": "linear_probe", "epoch": 1}
     anchor = load_anchor(out / "checkpoints")["state"]
     cfg = compose_train(overrides, output_dir=out)
     strategy = job.build_strategy(cfg.strategy)
@@ -288,6 +260,17 @@ def test_lp_ft_interpolates_from_its_linear_probed_model(tmp_path):
     backbone_keys = [k for k in anchor if k.startswith("backbone.")]
     assert all(torch.equal(anchor[k], start[k]) for k in backbone_keys)  # frozen while probing
     assert not torch.equal(anchor["head.1.weight"], start["head.1.weight"])  # the probed head
+
+    # wise.apply: the interpolation is tested, calibrated and exported as the run's model
+    assert wise["applied"] and wise["chosen_alpha"] == 0.5
+    point = wise["curve"][0]
+    for key in ("test/acc", "test/f1_macro", "test/ece", "test/loss", "test/acc_top5"):
+        assert record["metrics"][key] == point[key], key
+    assert sum(map(sum, record["confusion_matrix"])) == record["test_samples"]
+    tuned = torch.load(record["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    expected = interpolate(anchor, {k: tuned[k] for k in anchor}, 0.5)
+    for name, value in load_file(out / "head.safetensors").items():
+        assert torch.equal(value, expected[f"head.1.{name}"]), name
 
 
 @pytest.mark.slow
