@@ -304,3 +304,18 @@ def test_greedy_soup_is_an_arm_never_below_its_best_ingredient_on_validation(tmp
     assert "test/acc" in soup["metrics"]
     report = (sweep / "report.md").read_text()
     assert "full_soup" in report
+
+
+def test_a_folder_or_a_dataset_config_set_is_labelled_by_the_runs_class_names():
+    _, datamodule = digits("eval_sets=none")
+    test = datamodule.splits["test"]
+    cfg, datamodule = digits(
+        "eval_sets=none",
+        f"+eval_sets.folder_copy.folder={datamodule.root / 'test'}",
+        "+eval_sets.config_copy={dataset:digits,overrides:['dataset.classes=[9,8,7,6,5,4,3,2,1,0]']}",
+    )
+    sets = {s.name: s for s in build_eval_sets(cfg, datamodule)}
+    for name in ("folder_copy", "config_copy"):  # the run's test split, whatever order the set's classes
+        assert sorted(map(tuple, sets[name].dataset.samples)) == sorted(test), name
+        assert sets[name].description["samples"] == len(test)
+    assert sets["config_copy"].description["sha256"] != datamodule.split_hash("test")  # its own labels
