@@ -4,7 +4,9 @@ Arms, each a fresh process, alternating after a warm-up round, `--repeats` times
 `floor` (python -c "import torch, pytorch_lightning, timm, hydra, torchmetrics": the libraries every
 job needs), `first_step` (`python -m transferlab.train trainer.max_epochs=1 ...`: wall-clock from
 starting the process to the first training step, and to its end), `help` (`--help`), `cfg_job`
-(`--cfg job`) and `python` (the interpreter alone). In this process: the pre-flight's cost for a
+(`--cfg job`), `job_imports` (in a process that has imported those libraries, the seconds to import
+the job path, Hydra's report callback and the digits data: what start-up cuts change) and `python`
+(the interpreter alone). In this process: the pre-flight's cost for a
 `--sweep-jobs`-job sweep (`-m seed=range(N)`), per job, against one job's start-up. With `--compare
 DIR` (another checkout, e.g. a `git worktree` of an earlier commit) the transferlab arms also run
 from DIR/src, interleaved with these: a before/after in the same conditions.
@@ -25,6 +27,13 @@ from benchmarks.common import emit, interleaved, ratio, spread, workdir
 
 REPO = Path(__file__).resolve().parents[1]
 LIBRARIES = "import torch, pytorch_lightning, timm, hydra, torchmetrics"
+# What a job imports beyond the libraries (its own modules, the report callback Hydra builds, the data),
+# timed in the process after the libraries: the part start-up cuts can change, without their noise.
+JOB_IMPORTS = (
+    f"{LIBRARIES}; import time; start = time.perf_counter(); "
+    "import transferlab.run.job, transferlab.data.digits, transferlab.report as r; r.ReportCallback; "
+    "print(time.perf_counter() - start)"
+)
 
 
 def wall(*args: str, src: Path | None = None) -> float:
@@ -35,6 +44,19 @@ def wall(*args: str, src: Path | None = None) -> float:
     if out.returncode:
         raise SystemExit(f"python {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return time.perf_counter() - start
+
+
+def job_imports(src: Path | None):
+    def run() -> float:
+        env = {**os.environ, "PYTHONPATH": str(src)} if src else None
+        out = subprocess.run(
+            [sys.executable, "-c", JOB_IMPORTS], cwd=REPO, capture_output=True, text=True, env=env
+        )
+        if out.returncode:
+            raise SystemExit(f"the job imports failed:\n{out.stderr[-3000:]}")
+        return float(out.stdout.split()[-1])
+
+    return run
 
 
 def one_epoch(root: Path, overrides: list[str], src: Path | None = None):
@@ -77,6 +99,7 @@ def transferlab_arms(
         "first_step": one_epoch(root, ["trainer.enable_progress_bar=false", *overrides], src),
         "help": lambda: wall(*run, "--help", src=src),
         "cfg_job": lambda: wall(*run, "--cfg", "job", src=src),
+        "job_imports": job_imports(src),
     }
     return {f"{name}{suffix}": arm for name, arm in arms.items() if name in wanted}
 
@@ -88,7 +111,7 @@ def summary(runs: dict, suffix: str = "") -> dict:
         result["first_step_seconds"] = spread(first)
         result["one_epoch_total_seconds"] = spread([r["total"] for r in runs[f"first_step{suffix}"]])
         result["first_step_over_floor"] = ratio(first, runs["floor"])
-    for name in ("help", "cfg_job"):
+    for name in ("help", "cfg_job", "job_imports"):
         if f"{name}{suffix}" in runs:
             result[f"{name}_seconds"] = spread(runs[f"{name}{suffix}"])
     return result
@@ -100,7 +123,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, choices=(0, 1), default=1)
     parser.add_argument("--sweep-jobs", type=int, default=200)
     parser.add_argument("--compare", type=Path, help="another checkout whose src/ runs interleaved")
-    parser.add_argument("--arms", default="first_step,help,cfg_job", help="the transferlab arms to run")
+    parser.add_argument(
+        "--arms", default="first_step,job_imports,help,cfg_job", help="the transferlab arms to run"
+    )
     parser.add_argument("overrides", nargs="*", help="for the one-epoch run, e.g. backbone=resnet18")
     args = parser.parse_args()
     root = workdir()
@@ -132,7 +157,7 @@ def main() -> None:
         result["preflight_per_job_over_first_step"] = ratio(per_job, first)
     if args.compare:
         result["compared"] = {"src": str(args.compare.resolve() / "src"), **summary(runs, "_compared")}
-        for name in ("help", "cfg_job"):
+        for name in ("help", "cfg_job", "job_imports"):
             if name in runs:
                 result[f"{name}_ratio_over_compared"] = ratio(runs[name], runs[f"{name}_compared"])
         if "first_step" in runs:

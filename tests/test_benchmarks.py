@@ -101,7 +101,7 @@ def test_gpu_check_without_cuda_says_so_in_one_line():
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is here")
-    out = run_cli("--steps", "3", cwd=REPO, module="benchmarks.gpu_check")
+    out = run_cli(cwd=REPO, module="benchmarks.gpu_check")
     assert out.returncode == 0 and out.stdout.count("\n") == 1 and "no CUDA GPU" in out.stdout
 
 
