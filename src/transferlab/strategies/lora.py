@@ -52,6 +52,20 @@ class WeightLoRA(nn.Module):
         return weight + (self.lora_B @ self.lora_A).view_as(weight).to(weight.dtype) * self.scale
 
 
+def _merge_peft(model: nn.Module) -> nn.Module:
+    """Merge every peft LoRA layer into its base layer and put the base layer back. peft's own
+    `merge_and_unload` also takes any module with a `base_layer` child for one of its layers (timm's
+    DLA names its stem `base_layer`) and fails on it."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, module.get_base_layer())
+    return model
+
+
 def _merge_weight(layer: nn.Module) -> None:
     """Fold a `WeightLoRA` into a plain weight in this (copied) layer only. torch's
     `remove_parametrizations` would delete the property from the parametrized class, which a deepcopy
@@ -184,8 +198,8 @@ class LoRA(TransferStrategy):
     def plain_model(self, backbone: Backbone) -> nn.Module:
         """A copy of the backbone model with the adapters merged into the weights."""
         model = copy.deepcopy(backbone.model)
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
+        if hasattr(model, "get_base_model"):
+            model = _merge_peft(model.get_base_model())
         for module in model.modules():
             if parametrize.is_parametrized(module, "weight"):
                 _merge_weight(module)
