@@ -101,4 +101,5 @@ def test_source_pretraining_is_cached_and_transferred(make_cfg, tmp_path, caplog
         == export["sha256"]
         == file_sha256(f"{first['run_dir']}/backbone.safetensors")
     )
-    assert record["data"]["sizes"]["train"] == 50  # 10 per class
+    assert record["data"]["sizes"]["train"] == 40  # 10 per class, 2 of them validate
+    assert record["data"]["labels_used"] == 50
