@@ -77,3 +77,27 @@ def test_run_records_the_decoder(make_cfg):
         record["data"]["decoder"] == "torchvision" and record["config"]["dataset"]["decoder"] == "torchvision"
     )
     assert record["metrics"]["test/acc"] > 0
+
+
+@pytest.mark.slow
+def test_every_source_gives_the_same_tensors_with_the_torchvision_decoder(tmp_path):
+    """Shards and Hugging Face rows arrive as PIL images; the tensor transform takes them, and their
+    pixels equal the folder's decoded by torchvision.io."""
+    from transferlab.data.hf import HFDataModule
+    from transferlab.data.shards import ShardDataModule, pack
+
+    from .conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "images", per_class=4, test_per_class=3)
+    pack(root, tmp_path / "shards", shard_size=4)
+    common = dict(image_size=16, num_workers=0, decoder="torchvision", manifest_dir=str(tmp_path / "m"))
+    folder = ImageFolderDataModule(str(root), **common)
+    shards = ShardDataModule(urls=str(tmp_path / "shards"), **common)
+    hf = HFDataModule(path=str(root), hf_cache_dir=str(tmp_path / "hf"), **common)
+
+    def pixels(module) -> list:
+        module.setup()
+        return sorted((x.numpy().tobytes(), y) for x, y in module.dataset("test", augment=False))
+
+    expected = pixels(folder)
+    assert len(expected) == 9 and pixels(shards) == expected and pixels(hf) == expected
