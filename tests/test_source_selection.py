@@ -144,3 +144,20 @@ def test_a_timm_weights_file_brings_its_own_classifier_as_the_source_head(tmp_pa
     labels = torch.cat([y for _, y in outs]).numpy()
     assert row["leep"] == pytest.approx(selection.leep(probs, labels), rel=1e-4)
     assert row["nce"] == pytest.approx(selection.nce(probs.argmax(1), labels), rel=1e-6)
+
+
+def test_candidate_specs_resolve_to_backbone_configs(source_run):
+    from omegaconf import OmegaConf
+
+    from transferlab.sources.candidates import resolve
+
+    base = OmegaConf.create({"name": "simple_cnn", "pretrained": False, "image_size": 32, "kwargs": {}})
+    found = resolve(["resnet18", "hf-hub:timm/resnet18.a1_in1k", "random", str(source_run)], base)
+    assert [c.name for c in found] == ["resnet18", "hf-hub:timm/resnet18.a1_in1k", "random", "digits04"]
+    assert found[0].backbone == {"name": "resnet18", "pretrained": True, "image_size": 32, "kwargs": {}}
+    assert found[1].backbone["pretrained"] is True and found[2].backbone["pretrained"] is False
+    run = found[3]
+    assert run.backbone["name"] == "simple_cnn" and run.backbone["pretrained"] == str(source_run.resolve())
+    assert run.head_file == source_run / "head.safetensors" and 0 <= run.source_acc <= 1
+    with pytest.raises(TransferlabError, match="selection.candidates is empty"):
+        resolve([], base)

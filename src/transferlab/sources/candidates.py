@@ -76,7 +76,8 @@ def _one(spec: Any, base: dict[str, Any]) -> Candidate:
     if spec == RANDOM:
         return Candidate(RANDOM, {**base, "pretrained": False})
     path = Path(spec).expanduser()
-    if path.exists() or path.suffix in WEIGHT_SUFFIXES or "/" in spec:
+    hub = spec.startswith(("hf-hub:", "hf_hub:"))  # a timm name on the Hugging Face hub
+    if not hub and (path.exists() or path.suffix in WEIGHT_SUFFIXES or "/" in spec):
         return _from_pretrained(spec, base, _label(path))
     return Candidate(spec, {**base, "name": spec, "pretrained": True, "kwargs": {}})  # a timm hub name
 
