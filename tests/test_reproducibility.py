@@ -116,9 +116,10 @@ def test_secrets_never_land_in_outputs(make_cfg, tmp_path, monkeypatch):
     secret = "wk-test-0123456789abcdef-secret"
     monkeypatch.setenv("WANDB_API_KEY", secret)
     monkeypatch.setenv("MY_SERVICE_TOKEN", secret + "-2")
-    cfg = make_cfg("logger=many", "+extra.token=${oc.env:MY_SERVICE_TOKEN}")
-    record = train(cfg)
+    refused = train(make_cfg("logger=many", "+extra.token=${oc.env:MY_SERVICE_TOKEN}", out=tmp_path / "a"))
+    assert refused["status"] == "failed" and "MY_SERVICE_TOKEN looks like a secret" in refused["error"]
+    record = train(make_cfg("logger=many", "+extra.token=not-a-secret", out=tmp_path / "run"))
     assert record["status"] == "ok", record["error"]
-    assert record["config"]["extra"]["token"] == "***"
-    leaks = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
-    assert leaks == []
+    assert record["config"]["extra"]["token"] == "***"  # a secret-looking key is still redacted
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []  # W&B, TensorBoard, CSV, checkpoints, .hydra: the key never reaches a file

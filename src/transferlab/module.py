@@ -25,6 +25,7 @@ from transferlab.core.faults import crash_point
 from transferlab.run.checkpoint import rng_state, set_rng_state
 from transferlab.run.csv_log import CrashSafeCSVLogger
 from transferlab.strategies import TransferStrategy
+from transferlab.strategies.param_groups import build_param_groups, describe_groups
 from transferlab.strategies.regularizers import Regularizer, check_regularizer, first_batches
 
 log = logging.getLogger(__name__)
@@ -407,25 +408,14 @@ class TransferModule(pl.LightningModule):
 
     # ------------------------------------------------------------ optimizer
     def param_groups(self) -> list[dict[str, Any]]:
-        """One group per backbone stage (lr scaled by the strategy) and one for the head, each split
-        into decayed and non-decayed (biases, norms) parameters. Static strategies list trainable
+        """One group per backbone stage (lr scaled by the strategy; with layer decay, per timm layer) and
+        one for the head, each split into decayed and non-decayed parameters by timm's rule (biases, norms
+        and the model's `no_weight_decay()`: `strategies.param_groups`). Static strategies list trainable
         parameters only; gated ones list everything from step 0."""
         base_lr, weight_decay = _optimizer_defaults(self.optimizer_factory)
         include = (lambda p: True) if self.strategy.gated else (lambda p: p.requires_grad)
-        stages = self.backbone.stage_parameters()
-        scales = self.strategy.lr_scales(len(stages))
-        groups: list[dict[str, Any]] = []
-        staged: set[int] = set()
-        for i, (stage, params) in enumerate(zip(self.backbone.stages, stages, strict=True)):
-            staged |= {id(p) for p in params}
-            groups += split_decay(
-                [p for p in params if include(p)], base_lr * scales[i], weight_decay, f"backbone.{stage.name}"
-            )
-        extra = [p for p in self.backbone.parameters() if id(p) not in staged and include(p)]
-        groups += split_decay(extra, base_lr, weight_decay, "backbone.adapters")
-        groups += split_decay(
-            list(self.head.parameters()), base_lr * self.strategy.head_lr_mult, weight_decay, "head"
-        )
+        groups = build_param_groups(self.backbone, self.head, self.strategy, base_lr, weight_decay, include)
+        self.param_group_record = describe_groups(groups)
         return groups
 
     def configure_optimizers(self) -> Any:
@@ -468,16 +458,3 @@ def _default_optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:
 def _optimizer_defaults(factory: Callable[..., Any]) -> tuple[float, float]:
     keywords = getattr(factory, "keywords", {}) or {}
     return float(keywords.get("lr", 1e-3)), float(keywords.get("weight_decay", 0.01))
-
-
-def split_decay(
-    params: list[nn.Parameter], lr: float, weight_decay: float, name: str
-) -> list[dict[str, Any]]:
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = []
-    if decay:
-        groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "name": name})
-    if no_decay:
-        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}.no_decay"})
-    return groups

@@ -16,7 +16,8 @@ from transferlab.backbones import Backbone
 from transferlab.core.config import compose_train
 from transferlab.core.errors import TransferlabError, instantiate
 from transferlab.data import ImageFolderDataModule
-from transferlab.module import TransferModule, split_decay
+from transferlab.module import TransferModule
+from transferlab.strategies.param_groups import head_groups
 
 
 def compose_dataset(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfig:
@@ -118,9 +119,7 @@ class MultiTaskModule(TransferModule):
         head = next(g for g in groups if g["name"] == "head")
         return [
             *groups,
-            *split_decay(
-                list(self.source_head.parameters()), head["lr"], head["weight_decay"], "source_head"
-            ),
+            *head_groups(self.source_head, "source_head", head["lr"], head["weight_decay"]),
         ]
 
     def parameter_counts(self) -> tuple[int, int]:

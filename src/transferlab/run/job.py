@@ -155,6 +155,7 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         crash_point("after_fit")
         record["trainable_params"], record["total_params"] = module.parameter_counts()
         record["strategy_details"] = module.strategy_summary()
+        record["param_groups"] = getattr(module, "param_group_record", None)  # the recipe: name, lr, decay
         fit_metrics = module.fit_metrics()
         record["objective"] = _objective(cfg, trainer)
         best = _best_checkpoint(trainer)

@@ -119,7 +119,8 @@ class Partial(TransferStrategy):
 
 class Full(TransferStrategy):
     """Everything trains; `backbone_lr_mult` lowers the backbone's learning rate and `layer_decay`
-    multiplies it by `layer_decay ** (distance from the last stage)` (layer-wise lr decay)."""
+    multiplies it by `layer_decay ** (distance from the last layer)`, with timm's layers (layer-wise lr
+    decay as `timm.optim.param_groups_layer_decay`)."""
 
     name = "full"
 
@@ -133,8 +134,7 @@ class Full(TransferStrategy):
                 f"strategy.layer_decay={self.layer_decay} must be in (0, 1]; 1 disables it."
             )
 
-    def lr_scales(self, n_stages: int) -> list[float]:
-        return [self.backbone_lr_mult * self.layer_decay ** (n_stages - 1 - i) for i in range(n_stages)]
+    # layer_decay is applied per timm layer by `strategies.param_groups` (as timm's param_groups_layer_decay)
 
 
 class Scratch(Full):
