@@ -93,3 +93,25 @@ def test_the_digits_target_counts_every_label(tmp_path):
 def test_without_a_budget_both_protocols_split_alike(folder):
     budget, pool = _dm(folder, val_source="budget"), _dm(folder, val_source="pool")
     assert budget.splits == pool.splits and budget.describe()["labels_used"] == 60
+
+
+def test_cv_folds_never_share_an_image_between_train_and_validation(folder):
+    budget = None
+    seen_val: list[str] = []
+    for fold in range(4):
+        module = _dm(folder, samples_per_class=6, cv_folds=4, cv_fold=fold, seed=2)
+        train = {p for p, _ in module.splits["train"]}
+        val = {p for p, _ in module.splits["val"]}
+        assert val and not train & val
+        budget = budget or train | val
+        assert train | val == budget and len(budget) == 18  # every fold splits the same 6 x 3 labels
+        assert module.describe()["labels_used"] == 18 and module.describe()["cv"] == {
+            "folds": 4,
+            "fold": fold,
+        }
+        seen_val += sorted(val)
+    assert sorted(seen_val) == sorted(budget)  # each labelled image validates in exactly one fold
+    with pytest.raises(TransferlabError, match="cv_fold=4: need cv_folds >= 2 and 0 <= cv_fold < cv_folds"):
+        _dm(folder, samples_per_class=6, cv_folds=4, cv_fold=4)
+    with pytest.raises(TransferlabError, match="validation comes from dataset.val_source=pool"):
+        _dm(folder, samples_per_class=6, cv_folds=4, val_source="pool")

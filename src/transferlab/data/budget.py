@@ -58,3 +58,24 @@ def quotas(counts: np.ndarray, samples_per_class: int | None, labels_total: int 
             break
         quota[label] += 1
     return np.minimum(quota, counts)
+
+
+def cv_fold_mask(labels: np.ndarray, budget: np.ndarray, folds: int, fold: int, seed: int) -> np.ndarray:
+    """The validation mask of fold `fold` of `folds` over the labelled `budget`: each class's images,
+    shuffled with `seed`, dealt round-robin to the folds, so every labelled image validates in exactly
+    one fold and no fold shares an image between its training and validation sides."""
+    if int(folds) < 2 or not 0 <= int(fold) < int(folds):
+        raise TransferlabError(
+            f"dataset.cv_folds={folds}, dataset.cv_fold={fold}: need cv_folds >= 2 and 0 <= cv_fold < cv_folds."
+        )
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), bool)
+    for label in np.unique(labels[budget]):
+        members = rng.permutation(np.flatnonzero(budget & (labels == label)))
+        if len(members) < 2:
+            raise TransferlabError(
+                f"dataset.cv_folds={folds}: class {label} has {len(members)} labelled image(s); each class needs "
+                "at least 2 (one to train on in every fold)."
+            )
+        held[members[np.arange(len(members)) % int(folds) == int(fold)]] = True
+    return held

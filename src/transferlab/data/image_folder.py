@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from transferlab.core.errors import TransferlabError, did_you_mean
-from transferlab.data.budget import check_val_source, quotas
+from transferlab.data.budget import check_val_source, cv_fold_mask, quotas
 from transferlab.data.loaders import make_loader, resume_position
 from transferlab.data.manifest import Manifest
 from transferlab.data.transforms import (
@@ -186,6 +186,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         samples_per_class: int | None = None,
         labels_total: int | None = None,
         val_source: str = "budget",
+        cv_folds: int | None = None,
+        cv_fold: int = 0,
         augment: dict[str, Any] | Augment | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -212,7 +214,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_fraction = float(val_fraction)
         self.requested_classes = [str(c) for c in classes] if classes is not None else None
         self.samples_per_class = samples_per_class
-        self.labels_total, self.val_source = labels_total, val_source  # the labelled budget
+        self.labels_total, self.val_source, self.cv = labels_total, val_source, (cv_folds, cv_fold)
         self.augment = augment if isinstance(augment, Augment) else Augment(**dict(augment or {}))
         config = dict(data_config or {})
         self.mean = tuple(mean if mean is not None else config.get("mean", (0.5, 0.5, 0.5)))
@@ -226,8 +228,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.verify, self.hash, self.recheck = verify, hash, recheck
         self.manifest = Manifest(self.root, manifest_dir)
         self.decoder = decoder  # pil | torchvision (torchvision.io + transforms.v2 on uint8 tensors)
-        self.seed = int(seed)
-        self.name = name
+        self.seed, self.name = int(seed), name
         self.splits: dict[str, list[Sample]] = {}
         self.class_names: list[str] = []
         self.test_missing_classes: list[str] = []
@@ -352,6 +353,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """(validation, labelled budget) masks over the training pool: validation from inside the
         budget (`val_source=budget`), from all training images (`pool`), or none (a val/ folder)."""
         self.val_from = "folder" if from_folder else check_val_source(self.val_source)
+        if self.cv[0] is not None and self.val_from != "budget":
+            raise TransferlabError(
+                f"dataset.cv_folds={self.cv[0]} cross-validates over the labelled budget, but validation comes "
+                f"from {'the val/ folder' if from_folder else 'dataset.val_source=pool'}; use val_source=budget."
+            )
         everything = np.ones(len(labels), bool)
         if from_folder:
             return ~everything, self._subsample(labels, everything)
@@ -359,6 +365,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
             held = self._hold_out(labels, everything)
             return held, self._subsample(labels, ~held)
         kept = self._subsample(labels, everything)
+        if self.cv[0] is not None:  # k-fold cross-validation over the budget: fold cv_fold validates
+            return cv_fold_mask(labels, kept, *self.cv, self.seed), kept
         return self._hold_out(labels, kept), kept
 
     def _hold_out(self, labels: np.ndarray, eligible: np.ndarray) -> np.ndarray:
@@ -495,6 +503,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             # every label the run saw: training plus validation (budget: the validation came out of it)
             "labels_used": len(self.splits["train"]) + len(self.splits["val"]),
             "val_source": self.val_from,
+            "cv": {"folds": self.cv[0], "fold": self.cv[1]} if self.cv[0] is not None else None,
             "split_sha256": {k: self.split_hash(k) for k in self.splits},
             "image_size": self.image_size,
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
