@@ -166,6 +166,10 @@ def test_wise_endpoints_are_the_starting_and_the_fine_tuned_models(runs):
         assert torch.equal(predict(model, loader)[0], expected), alpha
     record = json.loads((run / "results.json").read_text())
     assert record["metrics"]["wise/alpha"] == wise["chosen_alpha"]
+    # wise.head=finetuned: the anchor without its head, so alpha 0 is the start's backbone + the tuned head
+    backbone_only = interpolate({k: v for k, v in anchor.items() if not k.startswith("head.")}, tuned, 0.0)
+    assert all(torch.equal(backbone_only[k], anchor[k]) for k in anchor if k.startswith("backbone."))
+    assert all(torch.equal(backbone_only[k], tuned[k]) for k in tuned if k.startswith("head."))
 
 
 def test_eval_sets_are_checked_by_the_schema():

@@ -246,6 +246,7 @@ class Wise(_Group):
     enabled: bool
     alphas: list[Annotated[float, Probability]] = Field(min_length=1)
     apply: bool = False
+    head: Literal["interpolate", "finetuned"] = "interpolate"
 
 
 class Ema(_Group):

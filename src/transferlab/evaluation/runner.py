@@ -66,6 +66,7 @@ class Evaluation:
                 "selected_on": str(cfg.optimized_metric),
                 "mode": str(cfg.optimized_mode),
                 "apply": bool(wise.get("apply", False)),
+                "head": str(wise.get("head", "interpolate")),
             }
             if wise.get("enabled")
             else None,
@@ -175,13 +176,15 @@ class Evaluation:
         selected_on = self.wise["selected_on"]
         if selected_on not in ("val/acc", "val/f1_macro", "val/ece", "val/loss"):
             selected_on = "val/acc"  # e.g. val/acc_best: per alpha, the accuracy is what there is
-        finetuned = model_state(module)
-        result = curve(module, anchor["state"], self.wise["alphas"], evaluate, selected_on, self.wise["mode"])
-        result["anchor"] = {"kind": anchor["kind"], "epoch": anchor["epoch"]}
+        finetuned, start = model_state(module), anchor["state"]
+        if self.wise["head"] == "finetuned":  # only the backbone moves; the fine-tuned head stays
+            start = {k: v for k, v in start.items() if not k.startswith("head.")}
+        result = curve(module, start, self.wise["alphas"], evaluate, selected_on, self.wise["mode"])
+        result["anchor"] = {"kind": anchor["kind"], "epoch": anchor["epoch"], "head": self.wise["head"]}
         result["applied"] = self.wise["apply"]
         if self.wise["apply"]:  # tested, calibrated and exported from here on
             device = next(module.parameters()).device
-            weights = interpolate(anchor["state"], finetuned, result["chosen_alpha"])
+            weights = interpolate(start, finetuned, result["chosen_alpha"])
             module.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
         record["wise"] = result
         chosen = next(p for p in result["curve"] if p["alpha"] == result["chosen_alpha"])
