@@ -115,3 +115,43 @@ def test_cv_folds_never_share_an_image_between_train_and_validation(folder):
         _dm(folder, samples_per_class=6, cv_folds=4, cv_fold=4)
     with pytest.raises(TransferlabError, match="validation comes from dataset.val_source=pool"):
         _dm(folder, samples_per_class=6, cv_folds=4, val_source="pool")
+
+
+@pytest.mark.slow
+def test_cv_folds_tuning_scores_each_trial_by_the_mean_over_its_folds(tmp_path):
+    import json
+
+    import optuna
+
+    from transferlab.tuning.storage import open_storage
+
+    from .conftest import REPO, run_cli
+
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "-m",
+        "hparams_search=optuna",
+        "dataset=digits_target",
+        "strategy=linear_probe",
+        "tuning.n_trials=2",
+        "tuning.cv_folds=2",
+        "trainer.enable_progress_bar=false",
+        "callbacks=minimal",
+        f"hydra.sweep.dir={sweep}",
+        cwd=REPO,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert len(records) == 4  # 2 trials x 2 folds
+    by_trial: dict[str, list[dict]] = {}
+    for r in records:
+        assert r["status"] == "ok" and r["data"]["labels_used"] == 50 and r["data"]["val_source"] == "budget"
+        by_trial.setdefault(str(r["tuning"]["trial"]), []).append(r)
+    (name,) = {r["tuning"]["study"] for r in records}
+    study = optuna.load_study(study_name=name, storage=open_storage(str(next(sweep.glob("*.journal")))))
+    for trial in study.trials:
+        folds = by_trial[str(trial.number)]
+        assert sorted(r["data"]["cv"]["fold"] for r in folds) == [0, 1]
+        assert folds[0]["data"]["split_sha256"]["val"] != folds[1]["data"]["split_sha256"]["val"]
+        assert trial.value == pytest.approx(np.mean([r["objective"]["value"] for r in folds]))

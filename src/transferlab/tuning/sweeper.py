@@ -31,6 +31,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from transferlab.core.errors import TransferlabError
+from transferlab.tuning.cv import cv_folds, fold_jobs, fold_outcome
 from transferlab.tuning.pruning import PRUNER_ATTR, pruner_record
 from transferlab.tuning.space import declared_space, format_value, parse_space
 from transferlab.tuning.storage import default_storage, open_storage
@@ -247,11 +248,15 @@ class OptunaSweeperImpl(Sweeper):
                     batch.append((s, trial, self._trial_overrides(s, trial)))
             if not batch:
                 return returns
-            results = self._launch([overrides for _, _, overrides in batch])
+            k = cv_folds(self.config)
+            jobs = [j for _, _, o in batch for j in fold_jobs(o, k)] if k else [o for _, _, o in batch]
+            results = self._launch(jobs)
             returns.append(results)
+            outcomes = [_outcome(ret) for ret in results]
+            if k:  # a trial's objective: the mean over its folds
+                outcomes = [fold_outcome(outcomes[i * k : (i + 1) * k]) for i in range(len(batch))]
             failed = 0
-            for (s, trial, _), ret in zip(batch, results, strict=True):
-                state, value, error = _outcome(ret)
+            for (s, trial, _), (state, value, error) in zip(batch, outcomes, strict=True):
                 s.study.tell(trial, state=state, values=None if state != TrialState.COMPLETE else value)
                 s.finished += 1
                 if state == TrialState.FAIL:
