@@ -321,3 +321,22 @@ def test_partial_trainable_fraction_is_schema_checked(make_cfg):
 
     with pytest.raises(TransferlabError, match=r"strategy.trainable_fraction"):
         schema.check(make_cfg(*RESNET, "strategy=partial", "strategy.trainable_fraction=1.5"))
+
+
+def test_lora_adapts_exactly_the_resolved_layers(one_thread):
+    from peft.tuners.lora import LoraLayer
+
+    from transferlab.backbones import create_backbone
+    from transferlab.strategies import LoRA
+
+    # SKNet: a stem `conv1` and blocks whose `conv1` is a SelectiveKernel (not a conv) with dilated
+    # paths; peft matched the name list by suffix and could not adapt dilated convolutions.
+    backbone = create_backbone("skresnet18", image_size=32)
+    strategy = LoRA(rank=2)
+    strategy.prepare(backbone)
+    base = backbone.model.get_base_model()
+    adapted = sorted(n for n, m in base.named_modules() if isinstance(m, LoraLayer))
+    assert adapted == sorted(strategy.resolved_targets) and "conv1" in adapted
+    assert strategy.weight_space_layers == 8  # the dilated path convolutions
+    assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
+    strategy.export_model(backbone)

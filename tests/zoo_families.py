@@ -97,4 +97,14 @@ ZOO = [
     Family("efficientvit_mit", "efficientvit_b0", {}, 32, "linear attention (MIT EfficientViT)"),
     Family("xcit", "xcit_nano_12_p16_224", {"img_size": 32, "depth": 2}, 32, "cross-covariance attention"),
     Family("hrnet", "hrnet_w18_small", {}, 32, "multi-branch; last stage holds most weights", heavy=True),
+    Family("rdnet", "rdnet_tiny", {}, 32, "group_matcher(coarse) raises: feature_info fallback", heavy=True),
+    Family("sknet", "skresnet18", {}, 32, "dilated convs (peft cannot adapt: weight space)", heavy=True),
+    Family(
+        "xception",
+        "legacy_xception",
+        {},
+        32,
+        "a stem conv1 and depthwise conv1s (exact LoRA names)",
+        heavy=True,
+    ),
 ]

@@ -4,12 +4,14 @@ and running it, and the exact overrides that get there (fixed-size timm models t
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 import torch
 from torch import nn
 
 MAX_TRIES = 8
+MAX_SECONDS = 20.0  # big models take seconds per build: stop probing and name the native size
 
 
 def _runs(model: nn.Module, in_chans: int, size: int) -> bool:
@@ -55,6 +57,7 @@ def size_hint(
 ) -> tuple[str, bool]:
     """(advice, too_small) for a timm model that failed on `size`-pixel images."""
     native = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+    deadline = time.monotonic() + MAX_SECONDS
     key = ("" if "img_size" in kwargs else "+") + "backbone.kwargs.img_size"
     if _takes_img_size(model):
         if kwargs.get("img_size") != size:
@@ -62,6 +65,8 @@ def size_hint(
             if built is not None and _runs(built, in_chans, size):
                 return f"it is built for {native} px: add {key}={size} to build it for {size} px", False
         for s in _candidates(model, size, native):
+            if time.monotonic() > deadline:
+                break
             built = _build(name, in_chans, {**kwargs, "img_size": s})
             if built is not None and _runs(built, in_chans, s):
                 return f"use dataset.image_size={s} {key}={s} (the smallest size it builds for)", s > size
@@ -70,6 +75,8 @@ def size_hint(
             native > size,
         )
     for s in _candidates(model, size, max(native, 1024)):
+        if time.monotonic() > deadline:
+            break
         if _runs(model, in_chans, s):
             return f"use dataset.image_size={s} or larger", s > size
     return "use a larger dataset.image_size", True

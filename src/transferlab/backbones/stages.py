@@ -198,8 +198,14 @@ def _children_groups(model: nn.Module) -> list[list[str]]:
 def timm_stages(model: nn.Module) -> tuple[list[Stage], str]:
     """Stages of a timm model and where they came from (`group_matcher`, `feature_info` or
     `top-level children`); weightless groups are merged into their neighbour, names are unique."""
+    groups = None
     if hasattr(model, "group_matcher"):
-        source, groups = "group_matcher", _matcher_groups(model)
+        try:
+            source, groups = "group_matcher", _matcher_groups(model)
+        except Exception:  # e.g. RDNet: "coarse grouping is not implemented"
+            groups = None
+    if groups is not None:
+        pass
     elif getattr(model, "feature_info", None):
         source, groups = "feature_info", _feature_info_groups(model)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,9 +83,13 @@ def _signature(layer: nn.Module) -> tuple:
 
 
 def merge_is_exact(layer: nn.Module) -> bool:
-    """Whether peft's merged layer computes what the adapted one does (probed on a copy with random
-    adapters); torch's own Linear and zero-padded Conv2d are exact by construction."""
-    if type(layer) is nn.Linear or (type(layer) is nn.Conv2d and layer.padding_mode == "zeros"):
+    """Whether peft's adapted layer works and its merge computes what it does (probed on a copy with
+    random adapters); torch's own Linear and zero-padded, undilated Conv2d are exact by construction
+    (peft's adapter convolution ignores dilation)."""
+    plain_conv = (
+        type(layer) is nn.Conv2d and layer.padding_mode == "zeros" and tuple(layer.dilation) == (1, 1)
+    )
+    if type(layer) is nn.Linear or plain_conv:
         return True
     from peft import LoraConfig, get_peft_model
 
@@ -181,8 +186,15 @@ class LoRA(TransferStrategy):
         self.resolved_targets, self.weight_space_layers = targets, len(weight_space)
         if not targets:
             return
+        # One regex of the exact names: peft matches a list by suffix, so `conv1` would also take
+        # `layer1.0.conv1` (a SelectiveKernel in SKNet, a depthwise conv in Xception).
+        exact = "|".join(re.escape(t) for t in targets)
         config = LoraConfig(
-            target_modules=targets, r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, bias="none"
+            target_modules=f"^(?:{exact})$",
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            bias="none",
         )
         try:
             backbone.model = get_peft_model(backbone.model, config)
