@@ -86,7 +86,8 @@ def _protocol(analysis: Analysis, rows: pd.DataFrame) -> list[str]:
     elif design.tuned:
         trials = design.trials
         per_arm = trials.groupby("tuning_arm").size()
-        seeds = sorted(ok["seed"].dropna().unique())
+        soup = ok["tuning_arm"].astype(str).str.endswith("_soup")
+        seeds = sorted(ok.loc[~soup, "seed"].dropna().unique())
         budget = f"{per_arm.min()}" if per_arm.nunique() <= 1 else f"{per_arm.min()}-{per_arm.max()}"
         metric = (
             trials["config.optimized_metric"].iloc[0]
@@ -97,6 +98,11 @@ def _protocol(analysis: Analysis, rows: pd.DataFrame) -> list[str]:
             f"Tuned: every arm was tuned with the same budget ({budget} Optuna trials each, selected on {metric}, "
             f"never on test data); each arm's best configuration was re-run on fresh seeds "
             f"{', '.join(label(s) for s in seeds)} and tested once. Those final runs are compared here."
+            + (
+                " Each `<arm>_soup` is that arm's greedy soup of its trials (one run on the tuning seed, not paired)."
+                if soup.any()
+                else ""
+            )
         )
     elif ok[design.arm].nunique() > 1 if design.arm in ok else False:
         lrs = sorted({label(v) for v in ok.get("config.optimizer.lr", pd.Series(dtype=float)).dropna()})
