@@ -155,3 +155,7 @@ def test_cv_folds_tuning_scores_each_trial_by_the_mean_over_its_folds(tmp_path):
         assert sorted(r["data"]["cv"]["fold"] for r in folds) == [0, 1]
         assert folds[0]["data"]["split_sha256"]["val"] != folds[1]["data"]["split_sha256"]["val"]
         assert trial.value == pytest.approx(np.mean([r["objective"]["value"] for r in folds]))
+    from transferlab.report.collect import load_rows
+
+    rows = load_rows(sweep)
+    assert rows["labels_used"].tolist() == [50] * 4 and set(rows["val_source"]) == {"budget"}

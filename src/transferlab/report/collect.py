@@ -59,6 +59,7 @@ NOT_COMPARED = (
     "logger",
     "callbacks",
     "trainer.enable_progress_bar",
+    "dataset.cv_fold",  # the folds of one cross-validated trial (tuning.cv_folds)
 )
 SIZE_KEYS = ("config.dataset.samples_per_class",)
 DEPTH_KEYS = ("config.strategy.trainable_stages",)
@@ -125,6 +126,8 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
         splits = ((record.get("data") or {}).get("split_sha256")) or {}
         for split in ("train", "val", "test"):
             row[f"{split}_data_sha256"] = splits.get(split)
+        data = record.get("data") or {}  # the labels a run saw, and where its validation came from
+        row["labels_used"], row["val_source"] = data.get("labels_used"), data.get("val_source")
         tuning = record.get("tuning") or {}
         for key in ("phase", "arm", "block", "study", "trial"):
             row[f"tuning_{key}"] = tuning.get(key)
