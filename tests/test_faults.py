@@ -34,6 +34,7 @@ RUN = [
     "seed=3",
     "dataset.classes=[0,1,2,3,4,5]",
     "dataset.samples_per_class=10",
+    "dataset.val_source=pool",  # all 60 labelled images train: the step counts below rely on it
     "dataset.batch_size=16",
     "trainer.max_epochs=3",
     "trainer.log_every_n_steps=1",
