@@ -67,7 +67,9 @@ def _separable(seed: int = 0, n_per_class: int = 30, classes: int = 4, dim: int 
     return centers[y] + rng.normal(size=(len(y), dim)), y
 
 
-@pytest.mark.parametrize("score", ["logme", "hscore", "regularized_hscore", "knn_score", "linear_probe_score"])
+@pytest.mark.parametrize(
+    "score", ["logme", "hscore", "regularized_hscore", "knn_score", "linear_probe_score"]
+)
 def test_features_that_separate_the_classes_score_above_shuffled_labels(score):
     f, y = _separable()
     shuffled = np.random.default_rng(1).permutation(y)
