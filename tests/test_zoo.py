@@ -96,3 +96,21 @@ def test_every_strategy_on_one_model_per_family(family, tmp_path, one_thread):
             assert not any(w.requires_grad for w in after.values())
             assert all(torch.equal(linear_before[n], w) for n, w in after.items())
     assert trainable["linear_probe"] < trainable["partial"] < trainable["full"], trainable
+
+
+def test_a_backbone_without_group_matcher_runs_a_whole_job(make_cfg, one_thread):
+    """The report's case: `strategy=full` on a MetaFormer failed with "could not be built from its config"."""
+    from transferlab.run.job import train
+
+    cfg = make_cfg(
+        "backbone.name=poolformer_s12",
+        "dataset.image_size=32",
+        "dataset.classes=[0,1,2]",
+        "strategy=full",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+    )
+    record = train(cfg)
+    assert record["status"] == "ok", record["error"]
+    assert record["strategy_details"]["stages"][0]["name"] == "stem.conv"
+    assert record["export"]["sha256"]  # exported after its check against the trained network
