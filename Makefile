@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -12,24 +13,29 @@ ARGS ?=
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The demo, train, sweep and report need transferlab alone; tests and lint need the dev tools too.
+$(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install transferlab with dev tools (re-runs only when pyproject.toml changed)
 
-demo: $(STAMP) ## The main job, offline: source pretraining, strategy comparison on the target, report
+demo: $(RUN_STAMP) ## The main job, offline: source pretraining, strategy comparison on the target, report
 	$(PY) -m transferlab.demo $(ARGS)
 
-train: $(STAMP) ## One run: make train ARGS="strategy=partial backbone=resnet18"
+train: $(RUN_STAMP) ## One run: make train ARGS="strategy=partial backbone=resnet18"
 	$(PY) -m transferlab.train $(ARGS)
 
-sweep: $(STAMP) ## A sweep: make sweep ARGS="experiment=compare_strategies"
+sweep: $(RUN_STAMP) ## A sweep: make sweep ARGS="experiment=compare_strategies"
 	$(PY) -m transferlab.train -m $(ARGS)
 
-report: $(STAMP) ## Rebuild a sweep's report: make report ARGS=outputs/<exp>/multiruns/<time>
+report: $(RUN_STAMP) ## Rebuild a sweep's report: make report ARGS=outputs/<exp>/multiruns/<time>
 	$(PY) -m transferlab.report $(ARGS)
 
 test: $(STAMP) ## Run the whole test suite (slow end-to-end tests included)
