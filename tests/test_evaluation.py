@@ -285,6 +285,7 @@ def test_greedy_soup_is_an_arm_never_below_its_best_ingredient_on_validation(tmp
     out = run_cli(
         "-m",
         "hparams_search=optuna",
+        "tuning.arms=[full,linear_probe]",
         "tuning.n_trials=3",
         "tuning.final_seeds=[]",
         "tuning.soup=greedy",
@@ -297,8 +298,8 @@ def test_greedy_soup_is_an_arm_never_below_its_best_ingredient_on_validation(tmp
     )
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
-    trials = [r for r in records if r["tuning"]["phase"] == "trial"]
-    (soup,) = [r for r in records if r["tuning"]["arm"].endswith("_soup")]
+    trials = [r for r in records if r["tuning"]["phase"] == "trial" and r["strategy"] == "full"]
+    (soup,) = [r for r in records if r["tuning"]["arm"].endswith("_soup")]  # none for the closed-form probe
     assert soup["status"] == "ok" and soup["seed"] == trials[0]["seed"]  # the trials' validation split
     best = max(r["objective"]["value"] for r in trials)
     assert soup["soup"]["value"] >= best - 1e-6  # never below its best ingredient on validation
@@ -307,7 +308,7 @@ def test_greedy_soup_is_an_arm_never_below_its_best_ingredient_on_validation(tmp
     assert soup["soup"]["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in trials), abs=0.01)
     assert "test/acc" in soup["metrics"]
     report = (sweep / "report.md").read_text()
-    assert "full_soup" in report
+    assert "full_soup" in report and "linear_probe_soup" not in report
 
 
 def test_a_folder_or_a_dataset_config_set_is_labelled_by_the_runs_class_names():

@@ -143,11 +143,11 @@ def _run(cfg: DictConfig, out: Path, record: dict[str, Any], plan: StartPlan) ->
         log_config(trainer, cfg)
         remember_wandb_id(trainer, out, record)
         started = time.perf_counter()
-        if strategy.head_solver in ("lbfgs", "knn"):  # fitted outright on the cached features
-            record["probe"] = fit_head_directly(module, fit_data, strategy)
-            trainer.validate(module, datamodule=fit_data, verbose=False)
-        elif (cfg.get("soup") or {}).get("study"):  # a greedy soup of a study's trials: nothing trains
+        if (cfg.get("soup") or {}).get("study"):  # a greedy soup of a study's trials: nothing trains
             record["soup"] = cook(cfg, module, datamodule, trainer.strategy.root_device)
+            trainer.validate(module, datamodule=fit_data, verbose=False)
+        elif strategy.head_solver in ("lbfgs", "knn"):  # fitted outright on the cached features
+            record["probe"] = fit_head_directly(module, fit_data, strategy)
             trainer.validate(module, datamodule=fit_data, verbose=False)
         else:
             trainer.fit(module, datamodule=fit_data, ckpt_path=plan.checkpoint)

@@ -327,10 +327,15 @@ class OptunaSweeperImpl(Sweeper):
         trial's configuration and the trials' seed, tested once; its arm is `<arm>_soup`."""
         if (self.config.get("tuning") or {}).get("soup") != "greedy":
             return []
+        from transferlab.evaluation.soup import ingredients  # torch: only when soups are asked for
+
         done, seed, jobs = _finished_finals(self.sweep_dir), int(self.config.seed), []
         for s in studies:
             best = _best_trial(s.study)
             if best is None or (s.name, seed) in done:
+                continue
+            if not ingredients(self.sweep_dir, s.name):  # e.g. closed-form probes: no checkpoints to average
+                log.info("No soup for arm %s: its trials left no checkpoints.", s.arm)
                 continue
             markers = {
                 "test": "true",
