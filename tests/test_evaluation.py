@@ -252,7 +252,7 @@ def test_lp_ft_interpolates_from_its_probed_model_and_wise_apply_makes_it_the_ru
     record = train(compose_train(overrides, output_dir=out))
     assert record["status"] == "ok", record["error"]
     wise = record["wise"]
-    assert wise["anchor"] == {"kind": "linear_probe", "epoch": 1}
+    assert wise["anchor"] == {"kind": "linear_probe", "epoch": 1, "head": "interpolate"}
     anchor = load_anchor(out / "checkpoints")["state"]
     cfg = compose_train(overrides, output_dir=out)
     strategy = job.build_strategy(cfg.strategy)
