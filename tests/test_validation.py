@@ -254,7 +254,7 @@ FAILED_IN_JOB = [
     (lambda t: ["strategy=partial", "strategy.trainable_stages=99"], "strategy.trainable_stages=99"),
     (lambda t: ["optimized_metric=val/nonsense"], "optimized_metric=val/nonsense is never logged"),
     (lambda t: ["dataset.classes=[0,1,99]"], "dataset.classes: ['99'] not found"),
-    (lambda t: ["backbone=vit_tiny", "dataset.image_size=8"], "Use dataset.image_size=16 or larger"),
+    (lambda t: ["backbone=vit_tiny", "dataset.image_size=8"], "use dataset.image_size=16 backbone.kwargs.img_size=16"),
     (lambda t: [*FOLDER, f"dataset.root={_one_class(t)}"], "a classifier needs at least 2"),
     (lambda t: [*FOLDER, f"dataset.root={_unknown_test_class(t)}"], "Test classes ['emu']"),
     (lambda t: [f"ckpt_path={_garbage(t, 'bad.ckpt')}"], "ckpt_path: checkpoint"),
