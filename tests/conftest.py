@@ -7,12 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-from omegaconf import DictConfig
-from PIL import Image
+# One intra-op thread per process (before numpy and torch load): `make test` runs two pytest workers on
+# two cores, and the CLI tests' subprocesses inherit this; tiny models gain nothing from more threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from transferlab.core.config import compose_train
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from transferlab.core.config import compose_train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ["WANDB_SILENT"] = "true"
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_thread() -> None:
+    """torch may have been imported before this file (a plugin): set its thread count too."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session", autouse=True)
