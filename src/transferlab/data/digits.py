@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,21 +39,34 @@ def materialize_digits(root: str | os.PathLike) -> Path:
     train_idx, test_idx = train_test_split(
         idx, test_size=DIGITS_TEST_FRACTION, stratify=digits.target, random_state=0
     )
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-    try:
+
+    def write(tmp: Path) -> None:
         for split, members in (("train", train_idx), ("test", test_idx)):
             for i in members:
                 folder = tmp / split / str(digits.target[i])
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(images[i], mode="L").save(folder / f"{i:04d}.png")
-        (tmp / _MARKER).write_text("sklearn.datasets.load_digits\n")
+
+    return materialize(root, write, "sklearn.datasets.load_digits")
+
+
+def materialize(root: str | os.PathLike, write: Callable[[Path], None], what: str) -> Path:
+    """Create `root` once by `write(tmp)` into a temporary sibling folder, then an atomic rename."""
+    root = Path(root).expanduser().resolve()
+    if (root / _MARKER).is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+    try:
+        write(tmp)
+        (tmp / _MARKER).write_text(what + "\n")
         try:
             os.rename(tmp, root)
         except OSError:  # another process finished first, or a stale partial folder exists
             if not (root / _MARKER).is_file():
                 shutil.rmtree(root, ignore_errors=True)
                 os.rename(tmp, root)
-        log.info("Wrote scikit-learn digits to %s", root)
+        log.info("Wrote %s to %s", what, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root

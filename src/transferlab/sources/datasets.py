@@ -9,43 +9,16 @@ folders and then read by the same image-folder code as user data:
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from transferlab.data.digits import materialize_digits
+from transferlab.data.digits import materialize, materialize_digits
 from transferlab.data.image_folder import ImageFolderDataModule
 
 log = logging.getLogger(__name__)
-_MARKER = ".complete"
 MIN_FILL = 0.1  # a fractal class must light at least this fraction of its pixels
-
-
-def materialize(root: str | os.PathLike, write: Callable[[Path], None], what: str) -> Path:
-    """Create `root` once by `write(tmp)` into a temporary sibling folder, then an atomic rename."""
-    root = Path(root).expanduser().resolve()
-    if (root / _MARKER).is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-    try:
-        write(tmp)
-        (tmp / _MARKER).write_text(what + "\n")
-        try:
-            os.rename(tmp, root)
-        except OSError:  # another process finished first, or a stale partial folder exists
-            if not (root / _MARKER).is_file():
-                shutil.rmtree(root, ignore_errors=True)
-                os.rename(tmp, root)
-        log.info("Wrote %s to %s", what, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
 
 
 # ----------------------------------------------------------------------------- shifted digits
