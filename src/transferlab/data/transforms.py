@@ -42,15 +42,23 @@ def train_transform(
     """The evaluation transform preceded by the configured random zoom, affine and flip."""
     if not augment.active:
         return eval_transform(image_size, mean, std)
-    steps: list = [T.RandomResizedCrop(image_size, scale=tuple(augment.zoom), antialias=True)]
+    return T.Compose([*augment_steps(T, image_size, augment), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def augment_steps(transforms: Any, image_size: int, augment: Augment) -> list:
+    """The random zoom, affine and flip, from `transforms` (torchvision's `transforms` or `transforms.v2`,
+    which take the same arguments): one recipe for the PIL and the tensor path."""
+    steps: list = [transforms.RandomResizedCrop(image_size, scale=tuple(augment.zoom), antialias=True)]
     if augment.shear or augment.rotation or augment.translate:
         translate = (augment.translate, augment.translate) if augment.translate else None
         steps.append(
-            T.RandomAffine(degrees=augment.rotation, translate=translate, shear=augment.shear or None)
+            transforms.RandomAffine(
+                degrees=augment.rotation, translate=translate, shear=augment.shear or None
+            )
         )
     if augment.hflip:
-        steps.append(T.RandomHorizontalFlip(augment.hflip))
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+        steps.append(transforms.RandomHorizontalFlip(augment.hflip))
+    return steps
 
 
 def tensor_transform(
@@ -63,14 +71,7 @@ def tensor_transform(
     if augment is None or not augment.active:
         steps.append(v2.Resize((image_size, image_size), antialias=True))
     else:
-        steps.append(v2.RandomResizedCrop(image_size, scale=tuple(augment.zoom), antialias=True))
-        if augment.shear or augment.rotation or augment.translate:
-            translate = (augment.translate, augment.translate) if augment.translate else None
-            steps.append(
-                v2.RandomAffine(degrees=augment.rotation, translate=translate, shear=augment.shear or None)
-            )
-        if augment.hflip:
-            steps.append(v2.RandomHorizontalFlip(augment.hflip))
+        steps += augment_steps(v2, image_size, augment)
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
     return v2.Compose(steps)
 
