@@ -7,26 +7,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.utilities import CombinedLoader
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from transferlab.backbones import Backbone
-from transferlab.core.config import compose_train
+from transferlab.core.config import compose_dataset
 from transferlab.core.errors import TransferlabError, instantiate
 from transferlab.data import ImageFolderDataModule
 from transferlab.module import TransferModule
 from transferlab.strategies.param_groups import head_groups
-
-
-def compose_dataset(cfg: DictConfig, name: str, overrides: list[str]) -> DictConfig:
-    """The `dataset` node that `dataset=<name> <overrides>` gives, with this run's seed and paths."""
-    composed = compose_train(
-        [f"dataset={name}", f"seed={cfg.seed}", f"paths.cache_dir={cfg.paths.cache_dir}", *overrides]
-    )
-    node = OmegaConf.create(OmegaConf.to_container(composed.dataset, resolve=True))
-    return node
 
 
 def build_source_datamodule(cfg: DictConfig, backbone: Backbone, target: ImageFolderDataModule):

@@ -18,6 +18,7 @@ from transferlab.core.errors import TransferlabError
 
 EXPORT_WEIGHTS = "backbone.safetensors"
 EXPORT_META = "backbone.json"
+HEAD_FILE = "head.safetensors"  # the run's classifier, beside the exported backbone
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _PREFIXES = ("module.", "model.", "backbone.model.", "backbone.", "_orig_mod.")
 
@@ -162,3 +163,12 @@ def export_backbone(model: nn.Module, out_dir: Path, meta: dict[str, Any]) -> di
     with atomic_open(out_dir / EXPORT_META, "w") as f:
         json.dump(meta, f, indent=2, default=str)
     return meta
+
+
+def export_head(head: nn.Module, out_dir: Path) -> str:
+    """The run's classifier (its Linear layer) as `head.safetensors`, beside the exported backbone."""
+    linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+    state = {k: v.detach().cpu().contiguous() for k, v in linear.state_dict().items()}
+    with atomic_open(out_dir / HEAD_FILE) as f:
+        f.write(save(state))
+    return HEAD_FILE

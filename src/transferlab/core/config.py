@@ -55,6 +55,14 @@ def without_search_space(node: DictConfig) -> DictConfig:
 
 
 # ----------------------------------------------------------------------------- what a run records
+def compose_dataset(cfg: DictConfig, name: str, overrides: Sequence[str]) -> DictConfig:
+    """The `dataset` node that `dataset=<name> <overrides>` gives, with this run's seed and paths (resolved)."""
+    composed = compose_train(
+        [f"dataset={name}", f"seed={cfg.seed}", f"paths.cache_dir={cfg.paths.cache_dir}", *overrides]
+    )
+    return OmegaConf.create(OmegaConf.to_container(composed.dataset, resolve=True))
+
+
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_calibration_error,
@@ -73,3 +74,20 @@ def scores(
         )
         out["loss_calibrated"] = nn.functional.cross_entropy(scaled, labels)
     return {k: float(v) for k, v in out.items()}
+
+
+@torch.no_grad()
+def accuracy(backbone: nn.Module, head: nn.Module, loader, num_classes: int) -> float:
+    """Top-1 accuracy of `head(backbone(x))` over `loader`, in eval mode (modes restored afterwards)."""
+    device = next(head.parameters()).device
+    modes = [(m, m.training) for m in (backbone, head)]
+    backbone.eval()
+    head.eval()
+    metric = MulticlassAccuracy(num_classes, average="micro").to(device)
+    try:
+        for x, y in loader:
+            metric.update(head(backbone(x.to(device))), y.to(device))
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+    return float(metric.compute())

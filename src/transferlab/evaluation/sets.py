@@ -114,7 +114,7 @@ def _folder(cfg, datamodule, spec: dict[str, Any], where: str) -> tuple[Dataset,
 
 
 def _dataset(cfg, datamodule, spec: dict[str, Any], where: str) -> tuple[Dataset, dict[str, Any]]:
-    from transferlab.multitask import compose_dataset
+    from transferlab.core.config import compose_dataset
 
     name, split = str(spec["dataset"]), str(spec.get("split", "test"))
     overrides = [str(o) for o in spec.get("overrides") or []]

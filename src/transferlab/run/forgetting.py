@@ -11,34 +11,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
+from transferlab.backbones.weights import HEAD_FILE, export_head
 from transferlab.core.errors import instantiate
 from transferlab.core.targets import check_data_node, packaged_targets
+from transferlab.evaluation.scoring import accuracy
 
 log = logging.getLogger(__name__)
-HEAD_FILE = "head.safetensors"
-
-
-@torch.no_grad()
-def accuracy(backbone: nn.Module, head: nn.Module, loader, num_classes: int) -> float:
-    """Top-1 accuracy of `head(backbone(x))` over `loader`, in eval mode (modes restored afterwards)."""
-    device = next(head.parameters()).device
-    modes = [(m, m.training) for m in (backbone, head)]
-    backbone.eval()
-    head.eval()
-    metric = MulticlassAccuracy(num_classes, average="micro").to(device)
-    try:
-        for x, y in loader:
-            metric.update(head(backbone(x.to(device))), y.to(device))
-    finally:
-        for module, mode in modes:
-            module.train(mode)
-    return float(metric.compute())
+__all__ = ["HEAD_FILE", "SourceTask", "accuracy", "export_head"]
 
 
 class SourceTask:
@@ -81,16 +64,3 @@ class SourceTask:
     def score(self, backbone: nn.Module) -> float:
         self.head.to(next(backbone.parameters()).device)
         return accuracy(backbone, self.head, self.loader, self.num_classes)
-
-
-def export_head(head: nn.Module, out_dir: Path) -> str:
-    """The run's classifier (its Linear layer) as `head.safetensors`, beside the exported backbone."""
-    from safetensors.torch import save
-
-    from transferlab.core.atomic import atomic_open
-
-    linear = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
-    state = {k: v.detach().cpu().contiguous() for k, v in linear.state_dict().items()}
-    with atomic_open(out_dir / HEAD_FILE) as f:
-        f.write(save(state))
-    return HEAD_FILE
