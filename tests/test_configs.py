@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from transferlab.backbones import Backbone
 from transferlab.core.errors import instantiate
-from transferlab.data import ImageFolderDataModule
+from transferlab.data import DataModule, DataSource
 from transferlab.strategies import TransferStrategy, build_strategy
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -61,7 +61,7 @@ def test_dataset_options(make_cfg, image_folder, tmp_path, name):
     }.get(name, [])
     cfg = make_cfg(f"dataset={name}", *extra)
     dm = instantiate(cfg.dataset, data_config={"mean": (0.5,) * 3, "std": (0.5,) * 3}, _convert_="all")
-    assert isinstance(dm, ImageFolderDataModule)
+    assert isinstance(dm, DataModule) and isinstance(dm.source, DataSource)  # one module, any source
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape[1:] == (3, cfg.dataset.image_size, cfg.dataset.image_size)

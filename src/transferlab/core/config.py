@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.core.errors import TransferlabError
+from transferlab.core.names import RESULTS_FILE
 
 # A config group's hyperparameters for tuning: read by the sweeper, never instantiated.
 SEARCH_SPACE_KEY = "search_space"
@@ -90,7 +91,7 @@ def redact(value: Any) -> Any:
 # ----------------------------------------------------------------------------- run directories
 # What marks a directory as holding a run: never replaced unless resume=true or overwrite=true.
 RUN_FILES = (
-    "results.json",
+    RESULTS_FILE,
     "checkpoints",
     "csv",
     "backbone.safetensors",

@@ -7,15 +7,17 @@ Keys a group does not declare are left to Hydra (it refuses unknown keys when co
 
 from __future__ import annotations
 
-import math
 import os
+import typing
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from transferlab.core import messages, settings
 from transferlab.core.errors import TransferlabError
+from transferlab.core.names import DEFAULT_OPTIMIZED_METRIC, PAIRED_TESTS, VALIDATION_METRICS
 
 SEED_MAX = 2**32 - 1  # numpy's seed range
 Probability = Field(ge=0.0, le=1.0)
@@ -25,7 +27,6 @@ PRECISIONS = Literal[
     "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16",
 ]  # fmt: skip
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-VALIDATION_METRICS = ("val/acc", "val/loss", "val/f1_macro", "val/ece", "val/acc_top5", "val/acc_best")
 MISSING = "???"
 
 
@@ -152,23 +153,6 @@ class Head(_Group):
     label_smoothing: float = Field(ge=0.0, lt=1.0)
 
 
-class Strategy(_Group):
-    name: str
-    backbone_lr_mult: float = Field(gt=0.0)
-    head_lr_mult: float = Field(gt=0.0)
-    train_bn: bool
-    layer_decay: float | None = Field(default=None, gt=0.0, le=1.0)
-    trainable_stages: int | None = Field(default=None, ge=0)
-    trainable_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
-    unfreeze_every: int | None = Field(default=None, ge=1)
-    probe_epochs: int | None = Field(default=None, ge=0)
-    rank: int | None = Field(default=None, ge=1)
-    alpha: float | None = Field(default=None, gt=0.0)
-    source_weight: float | None = Field(default=None, ge=0.0)
-    k: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, gt=0.0)
-
-
 class Backbone(_Group):
     name: str = Field(min_length=1)
     pretrained: bool | str
@@ -212,14 +196,6 @@ class Callbacks(_Group):
     early_stopping: EarlyStopping | None = None
 
 
-class Regularizer(_Group):
-    name: Literal["none", "l2_sp", "delta", "bss"]
-    alpha: float | None = Field(default=None, ge=0.0)
-    beta: float | None = Field(default=None, ge=0.0)
-    eta: float | None = Field(default=None, ge=0.0)
-    k: int | None = Field(default=None, ge=1)
-
-
 class Tuning(_Group):
     n_trials: int = Field(ge=1)
     n_jobs: int = Field(ge=1)
@@ -228,7 +204,7 @@ class Tuning(_Group):
 
 class Report(_Group):
     alpha: float = Field(gt=0.0, lt=1.0)
-    test: Literal["t", "wilcoxon"]
+    test: Literal[tuple(PAIRED_TESTS)]
 
 
 class EvalSet(_Group):
@@ -257,7 +233,7 @@ class Ema(_Group):
 
 class Run(_Group):
     seed: int = Field(ge=0, le=SEED_MAX)
-    optimized_metric: str = "val/acc"
+    optimized_metric: str = DEFAULT_OPTIMIZED_METRIC
     optimized_mode: Literal["max", "min"]
     test: bool
     resume: bool
@@ -266,11 +242,9 @@ class Run(_Group):
     trainer: Trainer
     optimizer: Optimizer
     head: Head
-    strategy: Strategy
     backbone: Backbone
     scheduler: Scheduler | None = None
     callbacks: Callbacks | None = None
-    regularizer: Regularizer | None = None
     tuning: Tuning | None = None
     report: Report | None = None
     eval_sets: dict[str, EvalSet | None] | None = None
@@ -292,14 +266,28 @@ class Run(_Group):
         return name
 
 
+# Config groups whose nodes build a class that declares its own settings (`core.settings`): the kind of
+# class each must be (imported only when checked) and an example for the message.
+DECLARED = {
+    "strategy": ("transferlab.strategies.base.TransferStrategy", "transferlab.strategies.Full"),
+    "regularizer": (
+        "transferlab.strategies.regularizers.Regularizer",
+        "transferlab.strategies.regularizers.L2SP",
+    ),
+    "dataset": (None, "transferlab.data.ImageFolderDataModule"),
+}
+
+
 def check(cfg: DictConfig) -> None:
-    """Raise `ConfigError` naming every value its key does not allow (one line each)."""
+    """Raise `ConfigError` naming every value its key does not allow (one line each); a `_target_` that
+    names nothing, or the wrong kind of class, raises a one-line `TransferlabError`."""
     cfg = cfg.copy()
     paths = cfg.get("paths")
     if isinstance(paths, DictConfig) and OmegaConf.is_interpolation(paths, "output_dir"):
         with open_dict(cfg):  # ${hydra:runtime.output_dir} resolves only inside a Hydra job
             cfg.paths.output_dir = "<run directory>"
-    keys = [k for k in Run.model_fields if k in cfg]
+    keys = [k for k in (*Run.model_fields, *DECLARED) if k in cfg]
+    keys = list(dict.fromkeys(keys))
     raw = OmegaConf.to_container(cfg, resolve=False)
     missing = [m for k in keys for m in _missing(raw.get(k), k)]
     if missing:
@@ -309,10 +297,36 @@ def check(cfg: DictConfig) -> None:
     except OmegaConfBaseException as exc:  # an interpolation that points nowhere, e.g. ${nope}
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{getattr(exc, 'full_key', None) or 'config'}: {first}.") from None
+    found = []
     try:
-        Run.model_validate(data)
+        Run.model_validate({k: v for k, v in data.items() if k in Run.model_fields})
     except ValidationError as exc:
-        raise ConfigError(" ".join(_lines(exc, data, cfg))) from None
+        found += messages.lines(exc.errors(), data, cfg)
+    found += _declared_settings(data, cfg)
+    if found:
+        raise ConfigError(" ".join(found))
+
+
+def _declared_settings(data: dict[str, Any], cfg: DictConfig) -> list[str]:
+    """What each group's class (strategy, regularizer, data source) declares, checked through `_target_`."""
+    from transferlab.core.targets import locate
+
+    found = []
+    for group, (kind, example) in DECLARED.items():
+        node = data.get(group)
+        if not isinstance(node, dict):
+            continue
+        shared = Run.model_fields.get(group)
+        model = _model_of(shared.annotation) if shared else None
+        owned = frozenset(model.model_fields) if model else frozenset()
+        base = locate(kind, group) if kind else None
+        found += settings.check_node(node, group, cfg, kind=base, example=example, owned=owned)
+    return found
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    inner = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type)]
+    return next((a for a in inner if issubclass(a, BaseModel)), None)
 
 
 def _missing(node: Any, key: str) -> list[str]:
@@ -325,82 +339,3 @@ def _missing(node: Any, key: str) -> list[str]:
 def _resolved(cfg: DictConfig, key: str) -> Any:
     node = cfg.get(key)
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def _lines(exc: ValidationError, data: dict[str, Any], cfg: DictConfig) -> list[str]:
-    """One line per key: a union's several complaints about one value become one sentence."""
-    found: dict[str, tuple[Any, list[str]]] = {}
-    for error in exc.errors():
-        path, value, too_short = _key_path(error["loc"], data)
-        message = "has too few values" if too_short and error["type"] == "missing" else _explain(error)
-        found.setdefault(".".join(map(str, path)), (value, []))[1].append(message)
-    lines = []
-    for key, (value, messages) in found.items():
-        if len(found) > 1 and _interpolated(cfg, key):
-            continue  # e.g. dataset.seed=${seed}: the key it copies is named already
-        distinct = list(dict.fromkeys(messages))
-        if "must be a number" in distinct and "must be a whole number" in distinct:
-            distinct.remove("must be a whole number")
-        message = "must be " + " or ".join(m.removeprefix("must be ") for m in distinct)
-        message = message if all(m.startswith("must be ") for m in distinct) else "; ".join(distinct)
-        if message.startswith("dataset.image_size="):  # the relation's own sentence names the keys
-            lines.append(message + ".")
-            continue
-        shown = "" if isinstance(value, dict) else f"={_show(value)}"
-        lines.append(f"{key}{shown}: {message}.")
-    return lines
-
-
-def _key_path(loc: tuple, data: dict[str, Any]) -> tuple[list, Any, bool]:
-    """The config key an error is about (pydantic adds union member names to `loc`), its value, and
-    whether the location points past the end of a list (too few values)."""
-    path, value = [], data
-    for part in loc:
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list | tuple) and isinstance(part, int):
-            if part >= len(value):
-                return path, value, True
-            value = value[part]
-        else:
-            break
-        path.append(part)
-    return path, value, False
-
-
-def _interpolated(cfg: DictConfig, key: str) -> bool:
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    try:
-        return isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, leaf)
-    except Exception:
-        return False
-
-
-def _explain(error: dict[str, Any]) -> str:
-    """pydantic's message in the words of a config: what the key allows."""
-    kind, ctx = error["type"], error.get("ctx") or {}
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit}"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return "must be a whole number"
-    if kind in ("float_parsing", "float_type"):
-        return "must be a number"
-    if kind in ("bool_parsing", "bool_type"):
-        return "must be true or false"
-    if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}"
-    if kind == "missing":
-        return "is required"
-    message = error["msg"].removeprefix("Value error, ")
-    return message[0].lower() + message[1:]
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-        return str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(map(str, value)) + "]"
-    return str(value)

@@ -9,7 +9,9 @@ A node read from a data file may name only targets from a fixed table of our own
 
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 import typing
 from typing import Any
 
@@ -101,6 +103,32 @@ def packaged_targets(group: str) -> frozenset[str]:
         if entry.name.endswith(".yaml"):
             _collect(yaml.safe_load(entry.read_text()), found)
     return frozenset(found)
+
+
+def packaged_name(cls: type, group: str) -> str:
+    """The `name` that transferlab's own config of `group` building `cls` gives it (a user's class built
+    without a config: its class name in snake_case)."""
+    return (
+        _packaged_names(group).get(f"{cls.__module__}.{cls.__qualname__}")
+        or re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls.__name__).lower()
+    )
+
+
+@functools.cache
+def _packaged_names(group: str) -> dict[str, str]:
+    """Class path -> name, from every config of `group` (each `_target_` located: our own classes)."""
+    from importlib import resources
+
+    import yaml
+
+    names = {}
+    for entry in (resources.files("transferlab.conf") / group).iterdir():
+        if entry.name.endswith(".yaml"):
+            node = yaml.safe_load(entry.read_text()) or {}
+            if isinstance(node.get(TARGET), str) and isinstance(node.get("name"), str):
+                obj = locate(node[TARGET], group)
+                names.setdefault(f"{obj.__module__}.{obj.__qualname__}", node["name"])
+    return names
 
 
 def _collect(node: Any, found: set[str]) -> None:

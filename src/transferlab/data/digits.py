@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from transferlab.data.folders import ImageFolderSource
 from transferlab.data.image_folder import ImageFolderDataModule
 
 log = logging.getLogger(__name__)
@@ -72,18 +73,23 @@ def materialize(root: str | os.PathLike, write: Callable[[Path], None], what: st
     return root
 
 
+class DigitsSource(ImageFolderSource):
+    """The digits as an image folder, written on first use (`prepare`): the same code path as user data."""
+
+    name = "digits"
+    root_must_exist = False  # written by `prepare`
+
+    def prepare(self) -> None:
+        materialize_digits(self.root)
+
+
 class DigitsDataModule(ImageFolderDataModule):
-    """scikit-learn digits through the very same image-folder code path as user data.
+    """scikit-learn digits through the very same image-folder code path as user data (`dataset=digits`).
 
     `classes` defines a task, e.g. [0, 1, 2, 3, 4] (source) and [5, 6, 7, 8, 9] (target).
     """
 
-    def __init__(self, root: str, **kwargs):
-        kwargs.setdefault("name", "digits")
-        super().__init__(root=root, **kwargs)
-
-    def prepare_root(self) -> None:
-        materialize_digits(self.root)
+    source_type = DigitsSource
 
     def prepare_data(self) -> None:
-        materialize_digits(self.root)
+        self.prepare_root()

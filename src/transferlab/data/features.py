@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from transferlab.backbones import Backbone
 from transferlab.backbones.weights import state_dict_sha256
 from transferlab.core.atomic import atomic_open
-from transferlab.data.image_folder import ImageFolderDataModule
+from transferlab.data.datamodule import DataModule
 from transferlab.data.loaders import make_loader, resume_position
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class CachedFeatures(pl.LightningDataModule):
 
     def __init__(
         self,
-        datamodule: ImageFolderDataModule,
+        datamodule: DataModule,
         backbone: Backbone,
         cache_dir: str | Path,
         device: str = "cpu",

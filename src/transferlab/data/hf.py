@@ -1,7 +1,7 @@
 """Hugging Face `datasets` as a data source (`dataset=hf`): a hub name, a local `imagefolder` or parquet
 directory, or a `save_to_disk` folder. Images stay in memory-mapped Arrow files (memory stays flat);
-class subsets, `samples_per_class`, the seeded validation split and augmentation are the image-folder
-module's own code."""
+class subsets, `samples_per_class`, the seeded validation split and augmentation are the shared
+`DataModule`'s (an `HFSource` is a `DataSource`)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,28 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
 from transferlab.core.atomic import atomic_open
 from transferlab.core.errors import TransferlabError, did_you_mean
-from transferlab.data.image_folder import ImageFolderDataModule, digest_rows, files_under
+from transferlab.data.datamodule import DataModule
+from transferlab.data.folders import digest_rows, files_under
+from transferlab.data.manifest import Manifest
+from transferlab.data.sources import DataSource, FileChecks
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = {"train": ("train",), "val": ("validation", "val", "valid", "dev"), "test": ("test",)}
 
 
-class HFDataModule(ImageFolderDataModule):
-    """Images and labels from a Hugging Face dataset: `path` is a hub name or a local directory;
-    `image_key`/`label_key` name the columns (a ClassLabel column gives the class names)."""
+class HFSource(DataSource):
+    """Images and labels of a Hugging Face dataset: `path` is a hub name or a local directory;
+    `image_key`/`label_key` name the columns (a ClassLabel column gives the class names). `manifest_dir`
+    and `recheck` let a local folder's unchanged files be found without `load_dataset`."""
+
+    name = "hf"
 
     def __init__(
         self,
@@ -34,20 +40,21 @@ class HFDataModule(ImageFolderDataModule):
         label_key: str = "label",
         config_name: str | None = None,
         hf_cache_dir: str | None = None,
-        **kwargs: Any,
+        manifest_dir: str | None = None,
+        recheck: str = "files",
     ):
-        super().__init__(**{**kwargs, "root": str(path)})
         self.path = str(path)
         self.image_key, self.label_key = image_key, label_key
         self.config_name = config_name
         self.hf_cache_dir = hf_cache_dir
         self.root = Path(self.path).expanduser() if Path(self.path).expanduser().exists() else Path(self.path)
+        self.manifest, self.recheck = Manifest(self.root, manifest_dir), recheck
         self._data: dict[str, Any] = {}
         self._files: dict[str, list[str] | None] = {}
         self._fingerprints: dict[str, str] = {}  # split -> the Arrow data's identity
         self.loaded_from = ""  # how the Arrow data was found, for results.json
 
-    def prepare_root(self) -> None:
+    def prepare(self) -> None:
         import datasets
 
         local = Path(self.path).expanduser()
@@ -83,10 +90,10 @@ class HFDataModule(ImageFolderDataModule):
                         f"{data.column_names}."
                     )
 
-    def scan(self, split: str, required: bool) -> dict[str, list[Any]] | None:
+    def items(self, split: str) -> dict[str, list[Any]] | None:
         data = self._data.get(split)
         if data is None:
-            if required:
+            if split != "val":
                 raise TransferlabError(
                     f"dataset.path={self.path} has no {split} split (found {list(self._data)})."
                 )
@@ -108,7 +115,7 @@ class HFDataModule(ImageFolderDataModule):
         image = self._data[split][row][self.image_key]
         return image.convert("RGB")
 
-    def digests(self, keys: list[Any]) -> np.ndarray:
+    def digests(self, keys: list[Any], checks: FileChecks) -> np.ndarray:
         """Arrow fingerprints (content of the source files) with the row: no image is read."""
         fingerprints = self._fingerprints
         return digest_rows(hashlib.sha256(f"{fingerprints[k[0]]}|{k[1]}".encode()).digest() for k in keys)
@@ -137,12 +144,7 @@ class HFDataModule(ImageFolderDataModule):
         return ["/".join(p.replace(os.sep, "/").rsplit("/", 2)[-2:]) for p in paths]
 
     def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "format": "huggingface",
-            "path": self.path,
-            "loaded_from": self.loaded_from,
-        }
+        return {"format": "huggingface", "path": self.path, "loaded_from": self.loaded_from}
 
     def _load_local(self, local: Path, source: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """A local folder's splits, and their fingerprints. While the folder's files are unchanged (a stat
@@ -208,6 +210,39 @@ class HFDataModule(ImageFolderDataModule):
             self.manifest.digests(files, verify="none", hash="stat", recheck=self.recheck).tobytes()
         )
         return digest.hexdigest()
+
+
+class HFDataModule(DataModule):
+    """`dataset=hf`: the shared `DataModule` over an `HFSource` (its arguments first, then the shared ones)."""
+
+    source_type: ClassVar[type[DataSource]] = HFSource
+
+    def __init__(
+        self,
+        path: str,
+        image_key: str = "image",
+        label_key: str = "label",
+        config_name: str | None = None,
+        hf_cache_dir: str | None = None,
+        **settings: Any,
+    ):
+        settings.pop("root", None)  # the YAML's `root: ${.path}`: the source's own path decides
+        source = HFSource(
+            path,
+            image_key,
+            label_key,
+            config_name,
+            hf_cache_dir,
+            settings.get("manifest_dir"),
+            settings.get("recheck", "files"),
+        )
+        settings.setdefault("name", "hf")
+        super().__init__(source, **settings)
+
+    @property
+    def loaded_from(self) -> str:
+        """How the Arrow data was found (`load_dataset`, `load_from_disk`, earlier Arrow files)."""
+        return self.source.loaded_from
 
 
 def _same_contents(record: dict[str, Any]) -> bool:

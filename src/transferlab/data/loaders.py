@@ -4,12 +4,41 @@ boundary or in the middle of an epoch, with one process or several."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sized
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class ImageDataset(Dataset):
+    """(key, label) samples, each image read by `read(key)` (a source's `read`) and transformed."""
+
+    def __init__(self, samples: Sequence[tuple[Any, int]], transform, read: Callable[[Any], Any]):
+        self.samples = list(samples)
+        self.transform = transform
+        self.read = read
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        key, label = self.samples[index]
+        return self.transform(self.read(key)), label
+
+
+def in_loky_worker() -> bool:
+    """Whether this process is a joblib (loky) worker, as `hydra/launcher=local` jobs are."""
+    return multiprocessing.current_process().name.startswith("LokyProcess")
+
+
+def worker_context(requested: str | None) -> str | None:
+    """DataLoader workers inside a joblib (loky) job crash unless forked (hydra #964, joblib #1104)."""
+    if requested is None and in_loky_worker():
+        return "fork"
+    return requested
 
 
 def distributed() -> tuple[int, int]:

@@ -4,8 +4,9 @@ URL webdataset opens (http(s), s3 through `pipe:`, ...).
 `transferlab-pack ROOT OUT --shard-size N` turns a seed-layout folder into tar shards plus `index.json`
 (classes in the image-folder order; per sample its key, class, shard, original relative path and
 content sha256). The index lets class subsets, `samples_per_class`, the seeded validation split and the
-split hashes run through the image-folder module's own code; the shards are then streamed, keeping the
-selected keys, with a per-epoch seeded shuffle. Under DDP each rank streams its own shards and every
+split hashes run through the shared `DataModule` (a `ShardSource` is a `StreamingSource`: it lists its
+items from the index but cannot read one alone); the shards are then streamed, keeping the selected
+keys, with a per-epoch seeded shuffle. Under DDP each rank streams its own shards and every
 rank trains the same number of samples per epoch; evaluation scores each sample exactly once.
 """
 
@@ -22,7 +23,7 @@ import tarfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,29 +31,30 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from transferlab.core.errors import TransferlabError
-from transferlab.data.image_folder import ImageFolderDataModule, digest_rows, read_file, scan_class_folders
-from transferlab.data.loaders import distributed, resume_position
+from transferlab.data.datamodule import DataModule
+from transferlab.data.folders import digest_rows, read_file, scan_class_folders
+from transferlab.data.loaders import distributed
+from transferlab.data.sources import DataSource, FileChecks, StreamingSource
 
 log = logging.getLogger(__name__)
 INDEX = "index.json"
 SHUFFLE_BUFFER = 256
 
 
-class ShardDataModule(ImageFolderDataModule):
-    """Images from WebDataset shards written by `transferlab-pack` (`urls`: their folder or base URL)."""
+class ShardSource(StreamingSource):
+    """The samples of WebDataset shards written by `transferlab-pack` (`urls`: their folder or base URL),
+    listed from its `index.json` and streamed."""
 
-    def __init__(self, urls: str, **kwargs: Any):
-        super().__init__(**{**kwargs, "root": str(urls)})
+    name = "webdataset"
+
+    def __init__(self, urls: str):
         self.urls = str(urls).rstrip("/")
+        local = Path(self.urls).expanduser()
+        self.root = local.resolve() if local.exists() else local
         self.index: dict[str, Any] = {}
         self._by_key: dict[str, dict[str, Any]] = {}
-        if self.persistent_workers:
-            log.warning(
-                "dataset.persistent_workers=true is not used with shards: loader workers restart each epoch "
-                "to stream it in that epoch's seeded order."
-            )
 
-    def prepare_root(self) -> None:
+    def prepare(self) -> None:
         import webdataset as wds
 
         try:
@@ -65,10 +67,10 @@ class ShardDataModule(ImageFolderDataModule):
             ) from None
         self._by_key = {s["key"]: s for samples in self.index["splits"].values() for s in samples}
 
-    def scan(self, split: str, required: bool) -> dict[str, list[Any]] | None:
+    def items(self, split: str) -> dict[str, list[Any]] | None:
         samples = self.index["splits"].get(split)
         if samples is None:
-            if required:
+            if split != "val":
                 raise TransferlabError(
                     f"dataset.urls={self.urls} has no {split} shards (transferlab-pack wrote {list(self.index['splits'])})."
                 )
@@ -81,15 +83,15 @@ class ShardDataModule(ImageFolderDataModule):
     def where(self, split: str) -> str:
         return f"the {split} shards of {self.urls}"
 
-    def digests(self, keys: list[Any]) -> np.ndarray:
+    def digests(self, keys: list[Any], checks: FileChecks) -> np.ndarray:
+        """The packed files' content sha256, from the index (no shard is read)."""
         return digest_rows([bytes.fromhex("".join(self._by_key[k]["sha256"] for k in keys))], width=32)
 
     def relative(self, key: Any) -> str:
         return self._by_key[key]["path"]  # as the image folder names it: the same files hash the same
 
-    def dataset(self, split: str, augment: bool = True) -> ShardStream:
-        self.setup()
-        wanted = dict(self.splits[split])  # key -> label
+    def stream(self, split: str, samples, transform, seed: int, shuffle: bool) -> ShardStream:
+        wanted = dict(samples)  # key -> label
         source = "train" if split == "val" and "val" not in self.index["splits"] else split
         per_shard = Counter(self._by_key[k]["shard"] for k in wanted)
         shards = sorted(per_shard)
@@ -97,29 +99,41 @@ class ShardDataModule(ImageFolderDataModule):
             urls=[f"{self.urls}/{self.index['shards'][source][i]}" for i in shards],
             counts=[per_shard[i] for i in shards],
             wanted=wanted,
-            transform=self.transform(split, augment),
-            seed=self.seed,
-            shuffle=split == "train" and augment,
+            transform=transform,
+            seed=seed,
+            shuffle=shuffle,
         )
 
-    def _loader(self, split: str, shuffle: bool, augment: bool = True) -> DataLoader:
-        stream = self.dataset(split, augment and shuffle)
-        if shuffle:
-            epoch, done = resume_position(self.trainer)
-            stream.set_epoch(epoch)
-            stream.skip = done * self.batch_size
-        return ShardLoader(
-            stream,
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=False,  # workers take the stream's new epoch when they start
-            multiprocessing_context=self.multiprocessing_context,
-            generator=torch.Generator().manual_seed(self.seed),  # never a draw from the global stream
-        )
+    def loader(self, stream: ShardStream, position: tuple[int, int] | None, **kwargs: Any) -> DataLoader:
+        seed = kwargs.pop("seed")
+        if position is not None:
+            stream.set_epoch(position[0])
+            stream.skip = position[1] * kwargs["batch_size"]
+        kwargs["persistent_workers"] = False  # workers take the stream's new epoch when they start
+        return ShardLoader(stream, generator=torch.Generator().manual_seed(seed), **kwargs)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "format": "webdataset", "urls": self.urls}
+        return {"format": "webdataset", "urls": self.urls}
+
+
+class ShardDataModule(DataModule):
+    """`dataset=webdataset`: the shared `DataModule` over a `ShardSource`."""
+
+    source_type: ClassVar[type[DataSource]] = ShardSource
+
+    def __init__(self, urls: str, **settings: Any):
+        settings.pop("root", None)  # the YAML's `root: ${.urls}`: the source's own URL decides
+        settings.setdefault("name", "webdataset")
+        super().__init__(ShardSource(urls), **settings)
+        if self.persistent_workers:
+            log.warning(
+                "dataset.persistent_workers=true is not used with shards: loader workers restart each epoch "
+                "to stream it in that epoch's seeded order."
+            )
+
+    @property
+    def urls(self) -> str:
+        return self.source.urls
 
 
 class ShardLoader(DataLoader):

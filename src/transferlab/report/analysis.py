@@ -8,14 +8,14 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab.core.names import DEFAULT_PAIRED_TEST, higher_is_better
 from transferlab.report import stats
 from transferlab.report.collect import (
     HASH_COLUMNS,
-    METRICS,
     Design,
     eval_set_metrics,
-    higher_is_better,
     label,
+    metrics_of,
     set_of,
 )
 
@@ -27,7 +27,7 @@ class Options:
     metric: str = "test/acc"
     baseline: str | None = None
     alpha: float = 0.05
-    test: str = "t"
+    test: str = DEFAULT_PAIRED_TEST
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None, **overrides: Any) -> Options:
@@ -113,7 +113,7 @@ def _costs(runs: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for arm, part in runs.groupby("arm", sort=True):
         row: dict[str, Any] = {}
-        for metric in METRICS:
+        for metric in metrics_of(part.columns):
             if metric in part and part[metric].notna().any():
                 interval = stats.mean_interval(part[metric])
                 row[f"{metric} mean"] = interval.mean

@@ -21,8 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.core.errors import TransferlabError
 from transferlab.core.locks import DirectoryLock
+from transferlab.core.names import (
+    COMPARISON_FILE,
+    DEFAULT_PAIRED_TEST,
+    PAIRED_TESTS,
+    REPORT_FILE,
+    RESULTS_FILE,
+    ROWS_FILE,
+)
 from transferlab.report.analysis import Analysis, Options, analyse
-from transferlab.report.collect import RESULTS_FILE, design, load_rows
+from transferlab.report.collect import design, load_rows
 from transferlab.report.files import ReportFiles, open_output
 from transferlab.report.markdown import render_markdown
 from transferlab.report.plots import make_plots
@@ -68,12 +76,12 @@ def build_report(sweep_dir: str | Path, lock: bool = False, **options: Any) -> S
     files = ReportFiles(sweep_dir)
     owner = DirectoryLock(sweep_dir, "sweep", "wait for it to finish: its report is built when it ends")
     with owner if lock else contextlib.nullcontext(), files.active():
-        _write_csv(rows, sweep_dir / "results.csv")
-        _write_csv(comparison_table(analysis), sweep_dir / "comparison.csv")
+        _write_csv(rows, sweep_dir / ROWS_FILE)
+        _write_csv(comparison_table(analysis), sweep_dir / COMPARISON_FILE)
         plots = make_plots(analysis, sweep_dir)
-        with open_output(sweep_dir / "report.md", "w") as f:
+        with open_output(sweep_dir / REPORT_FILE, "w") as f:
             f.write(render_markdown(analysis, rows, sweep_dir, plots))
-    report.files = [sweep_dir / "results.csv", sweep_dir / "comparison.csv", *plots, sweep_dir / "report.md"]
+    report.files = [sweep_dir / ROWS_FILE, sweep_dir / COMPARISON_FILE, *plots, sweep_dir / REPORT_FILE]
     report.moved_aside = files.moved
     return report
 
@@ -115,10 +123,10 @@ class ReportCallback(Callback):
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
         _say_what_was_skipped(report)
-        print(f"Report: {sweep_dir / 'report.md'}")
+        print(f"Report: {sweep_dir / REPORT_FILE}")
         if report.failed:
             print(
-                f"error: {len(report.failed)} job(s) failed: {', '.join(report.failed)} (see {sweep_dir / 'report.md'})",
+                f"error: {len(report.failed)} job(s) failed: {', '.join(report.failed)} (see {sweep_dir / REPORT_FILE})",
                 file=sys.stderr,
             )
             sys.exit(1)
@@ -142,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline", help="arm every other arm is compared with (default: scratch when present)"
     )
     parser.add_argument("--alpha", type=float, help="family-wise error rate (default 0.05)")
-    parser.add_argument("--test", choices=["t", "wilcoxon"], help="paired test (default: t)")
+    parser.add_argument(
+        "--test", choices=list(PAIRED_TESTS), help=f"paired test (default: {DEFAULT_PAIRED_TEST})"
+    )
     parser.add_argument(
         "--wandb", action="store_true", help="also build a W&B Report of the sweep's runs (online)"
     )
@@ -174,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(130)
     _say_what_was_skipped(report)
-    print((report.sweep_dir / "report.md").read_text())
+    print((report.sweep_dir / REPORT_FILE).read_text())
     print("Wrote: " + ", ".join(p.name for p in report.files))
     if args.wandb:
         from transferlab.report.wandb_views import wandb_report

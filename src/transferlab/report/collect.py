@@ -11,19 +11,9 @@ from typing import Any
 import pandas as pd
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-RESULTS_FILE = "results.json"  # as transferlab.run.results (not imported: it pulls in torch)
-METRICS = (
-    "test/acc",
-    "test/f1_macro",
-    "test/ece",
-    "test/acc_top5",
-    "test/loss",
-    "val/acc_best",
-    "source/acc_before",
-    "source/acc_after",
-    "source/acc",
-)
-LOWER_IS_BETTER = ("ece", "loss")
+from transferlab.core.names import OOD_MEAN, REPORT_METRICS, RESULTS_FILE
+
+METRICS = REPORT_METRICS  # the report's columns (a user's own test/<name> metrics join them: `metrics_of`)
 ROW_FIELDS = (
     "status",
     "strategy",
@@ -64,7 +54,6 @@ NOT_COMPARED = (
 SIZE_KEYS = ("config.dataset.samples_per_class",)
 DEPTH_KEYS = ("config.strategy.trainable_stages",)
 HASH_COLUMNS = ("train_data_sha256", "val_data_sha256", "test_data_sha256")
-OOD_MEAN = "test/ood_mean/{}"
 
 
 def find_results(sweep_dir: Path) -> list[Path]:
@@ -175,6 +164,14 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, list | dict) else value
 
 
+def metrics_of(columns) -> list[str]:
+    """The report's metric columns among `columns`: ours, then every other `test/<name>` (a user's own
+    metric, logged by the module under that name)."""
+    own = [m for m in METRICS if m in columns]
+    extra = sorted(c for c in columns if c.startswith("test/") and c.count("/") == 1 and c not in METRICS)
+    return [*own, *extra]
+
+
 def swept_keys(rows: pd.DataFrame) -> list[str]:
     """Columns of the keys that the jobs' overrides (parsed by Hydra) set to different values."""
     parser = OverridesParser.create()
@@ -224,7 +221,3 @@ def label(value: Any) -> str:
 def key_name(column: str) -> str:
     """A column as the user wrote its key (without the `config.` prefix)."""
     return {"tuning_arm": "arm", "tuning_block": "block"}.get(column, column.removeprefix("config."))
-
-
-def higher_is_better(metric: str) -> bool:
-    return not metric.rsplit("/", 1)[-1].startswith(LOWER_IS_BETTER)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferlab.core.names import PAIRED_TESTS
 from transferlab.report.analysis import Analysis, Block
-from transferlab.report.collect import METRICS, key_name, label
+from transferlab.report.collect import key_name, label
 from transferlab.report.eval_sets import eval_set_lines
 from transferlab.report.failures import failed_sections
 from transferlab.report.stats import SMALL_N
-
-TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 
 
 def _num(value: float, digits: int = 3, sign: bool = False) -> str:
@@ -161,8 +160,9 @@ def _table(analysis: Analysis, block: Block) -> list[str]:
             for a, t in zip(table["arm"], table["tied_with_best"], strict=True)
         ]
     costs = block.costs.reindex(table["arm"])
-    for other in METRICS:
-        if other != metric and f"{other} mean" in costs:
+    shown = [c.removesuffix(" mean") for c in costs.columns if c.endswith(" mean")]  # metrics_of's order
+    for other in shown:
+        if other != metric:
             out[other] = [
                 _pm(m, m - h, m + h)
                 for m, h in zip(costs[f"{other} mean"], costs[f"{other} half"], strict=True)
@@ -193,7 +193,7 @@ def _verdict(analysis: Analysis, block: Block) -> list[str]:
         return [f"Paired comparison refused: {c.refused}"]
     if len(table) < 2:
         return ["One arm only: nothing to compare."]
-    test = TEST_NAMES[analysis.options.test]
+    test = PAIRED_TESTS[analysis.options.test]
     lines = []
     if c.winner:
         worst = table.drop(index=c.winner)["p_holm_vs_best"].max()
@@ -306,7 +306,7 @@ def _method(analysis: Analysis) -> list[str]:
     options = analysis.options
     if not analysis.family_size:
         return []
-    test = TEST_NAMES[options.test]
+    test = PAIRED_TESTS[options.test]
     return [
         "",
         "## Method",

@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from transferlab.core.names import DEFAULT_PAIRED_TEST, PAIRED_TESTS
+
 SMALL_N = 5
-TESTS = ("t", "wilcoxon")
+TESTS = tuple(PAIRED_TESTS)
 
 
 class UnpairedDataError(ValueError):
@@ -68,7 +70,7 @@ class PairedResult:
     p_value: float
 
 
-def paired_test(a, b, test: str = "t", confidence: float = 0.95) -> PairedResult:
+def paired_test(a, b, test: str = DEFAULT_PAIRED_TEST, confidence: float = 0.95) -> PairedResult:
     """Compare matched samples `a` and `b` (same seeds, same order): the mean of a - b, its t-interval,
     and the two-sided p-value of the chosen test."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
@@ -174,7 +176,7 @@ def compare_arms(
     value: str = "value",
     baseline: str | None = None,
     higher_is_better: bool = True,
-    test: str = "t",
+    test: str = DEFAULT_PAIRED_TEST,
     hash_columns: tuple[str, ...] = (),
 ) -> Comparison:
     """Per-arm intervals and every paired comparison of one block (p-values not yet corrected)."""

@@ -227,13 +227,12 @@ def _first_line(exc: Exception) -> str:
 
 def _check_references(cfg: DictConfig) -> None:
     """The folders, files and model names the config points at (before Hydra creates a directory)."""
-    dataset = cfg.dataset
-    if str(dataset.get("_target_", "")).endswith("ImageFolderDataModule"):
-        if not Path(str(dataset.root)).expanduser().is_dir():
-            raise TransferlabError(
-                f"dataset.root={dataset.root}: no such directory; give a folder holding train/<class>/ images "
-                "(and test/<class>/)."
-            )
+    root = _missing_root(cfg.dataset)
+    if root is not None:
+        raise TransferlabError(
+            f"dataset.root={root}: no such directory; give a folder holding train/<class>/ images "
+            "(and test/<class>/)."
+        )
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(str(ckpt)).expanduser().exists():
         raise TransferlabError(
@@ -247,6 +246,25 @@ def _check_references(cfg: DictConfig) -> None:
     if isinstance(pretrained, str) and pretrained.lower() not in ("source", "", "true", "false"):
         resolve_weights_path(pretrained)
     check_name(str(cfg.backbone.name))
+
+
+def _missing_root(dataset: DictConfig) -> str | None:
+    """The dataset's root when it is no folder but its source reads one (the source class declares
+    `root_must_exist`, and no `prepare_root` of the data module writes it first); else None. Looked up
+    only when the root is not a folder, so a good config imports nothing here."""
+    source = dataset.get("source")
+    nested = isinstance(source, DictConfig) and "_target_" in source
+    root = source.get("root") if nested else dataset.get("root")
+    if root is None or "_target_" not in dataset or Path(str(root)).expanduser().is_dir():
+        return None
+    from transferlab.core.targets import locate
+    from transferlab.data.datamodule import DataModule
+    from transferlab.data.sources import source_type
+
+    module = locate(str(dataset._target_), "dataset")
+    kind = source_type(locate(str(source._target_), "dataset.source") if nested else module)
+    writes_first = isinstance(module, type) and module.prepare_root is not DataModule.prepare_root
+    return str(root) if kind is not None and kind.root_must_exist and not writes_first else None
 
 
 def _check_run_dir(cfg: DictConfig) -> None:

@@ -16,8 +16,8 @@ import torch
 
 from transferlab.core.atomic import atomic_open
 from transferlab.core.config import redact
+from transferlab.core.names import RESULTS_FILE  # noqa: F401 - the run layer's modules import it from here
 
-RESULTS_FILE = "results.json"
 PACKAGES = (
     "transferlab",
     "torch",

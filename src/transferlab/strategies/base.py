@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from torch import nn
 
 from transferlab.backbones import Backbone
 from transferlab.core.errors import TransferlabError
+from transferlab.core.targets import packaged_name
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -30,7 +32,6 @@ class TransferStrategy:
     checkpoint resume and DDP keep working.
     """
 
-    name = "base"
     gated = False
     random_init = False
     joint_source = False  # trains on the source task too (hard parameter sharing)
@@ -41,17 +42,20 @@ class TransferStrategy:
         self,
         name: str | None = None,
         train_bn: bool = False,
-        backbone_lr_mult: float = 1.0,
-        head_lr_mult: float = 1.0,
+        backbone_lr_mult: Annotated[float, Field(gt=0.0)] = 1.0,
+        head_lr_mult: Annotated[float, Field(gt=0.0)] = 1.0,
     ):
-        if name is not None and name != self.name:
-            raise TransferlabError(
-                f"strategy.name={name} does not match the class {type(self).__name__} ('{self.name}'); "
-                f"set strategy.name={self.name} or pick the matching _target_."
-            )
+        # The name is the config's (`strategy.name`, what `strategy=<name>` picks and results record);
+        # built without one, the class takes the name its packaged config gives it.
+        self._name = str(name) if name is not None else packaged_name(type(self), "strategy")
         self.train_bn = bool(train_bn)
         self.backbone_lr_mult = float(backbone_lr_mult)
         self.head_lr_mult = float(head_lr_mult)
+
+    @property
+    def name(self) -> str:
+        """The strategy's name, as its config gives it (`strategy.name`)."""
+        return self._name
 
     # ------------------------------------------------------------------ hooks
     def prepare(self, backbone: Backbone) -> None:

@@ -13,9 +13,10 @@ import logging
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -131,14 +132,12 @@ class LoRA(TransferStrategy):
     exact (weight-standardized convolutions) get weight-space adapters instead.
     """
 
-    name = "lora"
-
     def __init__(
         self,
         target_modules: Sequence[str] | None = None,
-        rank: int = 8,
-        alpha: float = 16.0,
-        dropout: float = 0.0,
+        rank: Annotated[int, Field(ge=1)] = 8,
+        alpha: Annotated[float, Field(gt=0.0)] = 16.0,
+        dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from transferlab.core.errors import TransferlabError
 from transferlab.strategies.simple import Full
@@ -22,14 +24,13 @@ class MultiTask(Full):
     with s = 1 (`constant`), 1 - t (`linear`) or (1 + cos(pi t)) / 2 (`cosine`) over training progress t in
     [0, 1]. The target head is tested and exported; the source head is scored on the source test split."""
 
-    name = "multitask"
     joint_source = True
 
     def __init__(
         self,
-        source_weight: float = 1.0,
-        source_weight_schedule: str = "constant",
-        mode: str = "max_size_cycle",
+        source_weight: Annotated[float, Field(ge=0.0)] = 1.0,
+        source_weight_schedule: Literal[SCHEDULES] = "constant",
+        mode: Literal[MODES] = "max_size_cycle",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)

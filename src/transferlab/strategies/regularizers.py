@@ -15,12 +15,14 @@ import copy
 import functools
 import itertools
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from transferlab.core.errors import TransferlabError
+from transferlab.core.targets import packaged_name
 
 TransferModule = Any  # transferlab.module.TransferModule (not imported: it imports this module)
 log = logging.getLogger(__name__)
@@ -28,9 +30,17 @@ log = logging.getLogger(__name__)
 
 class Regularizer(nn.Module):
     """Base class. `attach` records references when the module is built (a resumed run's checkpoint then
-    overwrites them); `prepare` runs once before the first step of a fresh run; `penalty` is the term."""
+    overwrites them); `prepare` runs once before the first step of a fresh run; `penalty` is the term.
+    Settings are typed `__init__` arguments (`core.settings`), each passed on to this one with `name`."""
 
-    name = "base"
+    def __init__(self, name: str | None = None):
+        super().__init__()
+        # The config's name (`regularizer.name`); built without one, the packaged config's.
+        self._name = str(name) if name is not None else packaged_name(type(self), "regularizer")
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def attach(self, module: TransferModule) -> None:
         """Record the references from the module as it starts (registered, so checkpoints carry them)."""
@@ -53,10 +63,13 @@ class L2SP(Regularizer):
     pulling the shared (backbone) weights w_S toward their starting point w_S^0, with plain weight decay
     on the new head. Only backbone parameters that train are pulled."""
 
-    name = "l2_sp"
-
-    def __init__(self, alpha: float = 0.1, beta: float = 0.01, **_: Any):
-        super().__init__()
+    def __init__(
+        self,
+        alpha: Annotated[float, Field(ge=0.0)] = 0.1,
+        beta: Annotated[float, Field(ge=0.0)] = 0.01,
+        name: str | None = None,
+    ):
+        super().__init__(name)
         self.alpha, self.beta = float(alpha), float(beta)
         self._names: list[str] = []
 
@@ -88,18 +101,16 @@ class DELTA(Regularizer):
     `attention: false` all channels weigh 1/C_j (plain feature-map regularization). Unlike TLlib, which sums
     over the batch, the term is averaged over the batch, so alpha does not depend on the batch size."""
 
-    name = "delta"
-
     def __init__(
         self,
-        alpha: float = 0.1,
-        beta: float = 0.01,
+        alpha: Annotated[float, Field(ge=0.0)] = 0.1,
+        beta: Annotated[float, Field(ge=0.0)] = 0.01,
         attention: bool = True,
-        attention_batches: int = 2,
-        head_steps: int = 100,
-        **_: Any,
+        attention_batches: Annotated[int, Field(ge=0)] = 2,
+        head_steps: Annotated[int, Field(ge=1)] = 100,
+        name: str | None = None,
     ):
-        super().__init__()
+        super().__init__(name)
         self.alpha, self.beta = float(alpha), float(beta)
         self.attention = bool(attention)
         self.attention_batches = int(attention_batches)
@@ -183,10 +194,13 @@ class BSS(Regularizer):
 
     the k smallest singular values of the batch's feature matrix F (batch x features)."""
 
-    name = "bss"
-
-    def __init__(self, eta: float = 0.001, k: int = 1, **_: Any):
-        super().__init__()
+    def __init__(
+        self,
+        eta: Annotated[float, Field(ge=0.0)] = 0.001,
+        k: Annotated[int, Field(ge=1)] = 1,
+        name: str | None = None,
+    ):
+        super().__init__(name)
         self.eta, self.k = float(eta), int(k)
 
     def penalty(self, module: TransferModule, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

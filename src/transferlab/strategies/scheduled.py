@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from transferlab.backbones import Backbone
 from transferlab.core.errors import TransferlabError
@@ -14,10 +16,14 @@ class GradualUnfreeze(Full):
     """Head first, then one more stage (from the top) every `unfreeze_every` epochs, or at each of
     the explicit epoch `milestones`. All parameters are in the optimizer from step 0 and gated."""
 
-    name = "gradual_unfreeze"
     gated = True
 
-    def __init__(self, unfreeze_every: int = 1, milestones: Sequence[int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        unfreeze_every: Annotated[int, Field(ge=1)] = 1,
+        milestones: Sequence[Annotated[int, Field(ge=0)]] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.unfreeze_every = int(unfreeze_every)
         self.milestones = sorted(int(m) for m in milestones) if milestones else None
@@ -41,10 +47,9 @@ class LPFT(Full):
     """LP-FT: a linear-probe phase of `probe_epochs` (head only), then full fine-tuning that starts
     from the probed head. Gated like gradual unfreezing, so one optimizer serves both phases."""
 
-    name = "lp_ft"
     gated = True
 
-    def __init__(self, probe_epochs: int = 2, **kwargs: Any):
+    def __init__(self, probe_epochs: Annotated[int, Field(ge=0)] = 2, **kwargs: Any):
         super().__init__(**kwargs)
         self.probe_epochs = int(probe_epochs)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from transferlab.backbones import Backbone
 from transferlab.core.errors import TransferlabError
@@ -22,7 +24,6 @@ class LinearProbe(TransferStrategy):
     LP-FT continues from); None picks lbfgs when features are cached, else sgd.
     """
 
-    name = "linear_probe"
     caches_features = True
     SOLVERS = ("lbfgs", "sgd")
 
@@ -43,10 +44,14 @@ class KNN(LinearProbe):
     """A zero-training baseline: DINO's weighted k-NN on the frozen, cached features (cosine
     similarity, the k nearest training samples vote with weight exp(sim / temperature))."""
 
-    name = "knn"
     SOLVERS = ("knn",)
 
-    def __init__(self, k: int = 20, temperature: float = 0.07, **kwargs: Any):
+    def __init__(
+        self,
+        k: Annotated[int, Field(ge=1)] = 20,
+        temperature: Annotated[float, Field(gt=0.0)] = 0.07,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("head_solver", "knn")
         super().__init__(**kwargs)
         self.k, self.temperature = int(k), float(temperature)
@@ -63,13 +68,11 @@ class Partial(TransferStrategy):
     fraction of the backbone's parameters, which compares fairly across architectures.
     """
 
-    name = "partial"
-
     def __init__(
         self,
-        trainable_stages: int = 1,
+        trainable_stages: Annotated[int, Field(ge=0)] = 1,
         cache_prefix: bool | None = None,
-        trainable_fraction: float | None = None,
+        trainable_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -122,9 +125,7 @@ class Full(TransferStrategy):
     multiplies it by `layer_decay ** (distance from the last layer)`, with timm's layers (layer-wise lr
     decay as `timm.optim.param_groups_layer_decay`)."""
 
-    name = "full"
-
-    def __init__(self, layer_decay: float = 1.0, **kwargs: Any):
+    def __init__(self, layer_decay: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0, **kwargs: Any):
         super().__init__(**kwargs)
         self.layer_decay = float(layer_decay)
 
@@ -140,14 +141,11 @@ class Full(TransferStrategy):
 class Scratch(Full):
     """The no-transfer baseline: random initialisation (backbone.pretrained is ignored), all trains."""
 
-    name = "scratch"
     random_init = True
 
 
 class BitFit(TransferStrategy):
     """Only bias terms (and, with `train_norm`, normalization weights and biases) plus the head train."""
-
-    name = "bitfit"
 
     def __init__(self, train_norm: bool = True, **kwargs: Any):
         super().__init__(**kwargs)

@@ -11,10 +11,7 @@ finished trials are kept, a trial cut off by the crash is run again, finished fi
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +28,23 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from transferlab.core.errors import TransferlabError
+from transferlab.core.names import MULTIRUN_FILE, OPTIMIZATION_RESULTS_FILE
 from transferlab.tuning.cv import cv_folds, fold_jobs, fold_outcome
 from transferlab.tuning.pruning import PRUNER_ATTR, pruner_record
 from transferlab.tuning.space import declared_space, format_value, parse_space
 from transferlab.tuning.storage import default_storage, open_storage
+from transferlab.tuning.trials import (
+    STALE,
+    best_trial,
+    finished_finals,
+    finished_trials,
+    next_job_index,
+    optimization_results,
+    outcome,
+    overrides,
+)
 
 log = logging.getLogger(__name__)
-RESULTS_FILE = "results.json"  # as transferlab.run.results (not imported: it pulls in torch)
-OPTIMIZATION_RESULTS = "optimization_results.yaml"
-STALE = "stale"  # user attribute of a trial whose process died; it is run again
 ARM_GROUP = "strategy"  # a discrete sweep over this group on the command line defines the arms
 
 
@@ -118,7 +123,7 @@ class OptunaSweeperImpl(Sweeper):
     # ------------------------------------------------------------------------------ the sweep
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, self.sweep_dir / MULTIRUN_FILE)
         storage_spec = self.storage_spec or default_storage(self.sweep_dir)
         self.storage = open_storage(storage_spec)
         self.storage_arg = storage_spec if "://" in storage_spec else str(Path(storage_spec).resolve())
@@ -238,7 +243,7 @@ class OptunaSweeperImpl(Sweeper):
     def _tune(self, studies: list[ArmStudy]) -> list[Sequence[JobReturn]]:
         returns = []
         for s in studies:
-            s.finished = _finished_trials(s.study)
+            s.finished = finished_trials(s.study)
         round_ = 0
         while True:
             batch = []
@@ -252,7 +257,7 @@ class OptunaSweeperImpl(Sweeper):
             jobs = [j for _, _, o in batch for j in fold_jobs(o, k)] if k else [o for _, _, o in batch]
             results = self._launch(jobs)
             returns.append(results)
-            outcomes = [_outcome(ret) for ret in results]
+            outcomes = [outcome(ret) for ret in results]
             if k:  # a trial's objective: the mean over its folds
                 outcomes = [fold_outcome(outcomes[i * k : (i + 1) * k]) for i in range(len(batch))]
             failed = 0
@@ -279,7 +284,7 @@ class OptunaSweeperImpl(Sweeper):
             "tuning.prune": str(self.prune).lower(),
         }
         fixed = [f"{k}={v}" for k, v in s.fixed.items()]
-        return [*s.base, *fixed, *sampled, *(f"{k}={_quote(v)}" for k, v in markers.items())]
+        return [*s.base, *fixed, *sampled, *overrides(markers)]
 
     def _check_failures(self, batch: list, failed: int, round_: int) -> None:
         if round_ == 1 and failed == len(batch):
@@ -295,31 +300,18 @@ class OptunaSweeperImpl(Sweeper):
 
     # ------------------------------------------------------------------------------ final runs
     def _final_runs(self, studies: list[ArmStudy]) -> list[list[str]]:
-        done = _finished_finals(self.sweep_dir)
+        done = finished_finals(self.sweep_dir)
         jobs = []
         for s in studies:
-            best = _best_trial(s.study)
+            best = best_trial(s.study)
             if best is None:
                 log.error("Study %s has no completed trial: no final runs for arm %s.", s.name, s.arm)
                 continue
-            params = [f"{k}={format_value(v)}" for k, v in best.params.items()]
-            fixed = [f"{k}={v}" for k, v in s.fixed.items()]
             for seed in self.final_seeds:
                 if (s.name, seed) in done:
                     log.info("Final run %s seed %d already finished: skipped.", s.name, seed)
                     continue
-                markers = {
-                    "test": "true",
-                    "seed": str(seed),
-                    "tuning.phase": "final",
-                    "tuning.arm": s.arm,
-                    "tuning.block": s.block_label,
-                    "tuning.study": s.name,
-                    "tuning.trial": str(best.number),
-                    "tuning.params": s.params_list,
-                    "tuning.prune": "false",
-                }
-                jobs.append([*s.base, *fixed, *params, *(f"{k}={_quote(v)}" for k, v in markers.items())])
+                jobs.append(_best_job(s, best, {"seed": str(seed)}))
         return jobs
 
     def _soup_runs(self, studies: list[ArmStudy]) -> list[list[str]]:
@@ -329,123 +321,46 @@ class OptunaSweeperImpl(Sweeper):
             return []
         from transferlab.evaluation.soup import ingredients  # torch: only when soups are asked for
 
-        done, seed, jobs = _finished_finals(self.sweep_dir), int(self.config.seed), []
+        done, seed, jobs = finished_finals(self.sweep_dir), int(self.config.seed), []
         for s in studies:
-            best = _best_trial(s.study)
+            best = best_trial(s.study)
             if best is None or (s.name, seed) in done:
                 continue
             if not ingredients(self.sweep_dir, s.name):  # e.g. closed-form probes: no checkpoints to average
                 log.info("No soup for arm %s: its trials left no checkpoints.", s.arm)
                 continue
-            markers = {
-                "test": "true",
-                "tuning.phase": "final",
+            soup = {
                 "tuning.arm": f"{s.arm}_soup",
-                "tuning.block": s.block_label,
-                "tuning.study": s.name,
-                "tuning.trial": str(best.number),
-                "tuning.params": s.params_list,
-                "tuning.prune": "false",
                 "soup.study": s.name,
                 "soup.sweep_dir": str(self.sweep_dir),
             }
-            params = [f"{k}={format_value(v)}" for k, v in best.params.items()]
-            fixed = [f"{k}={v}" for k, v in s.fixed.items()]
-            jobs.append([*s.base, *fixed, *params, *(f"{k}={_quote(v)}" for k, v in markers.items())])
+            jobs.append(_best_job(s, best, soup))
         return jobs
 
     def _launch(self, batch: list[list[str]]) -> Sequence[JobReturn]:
         self.validate_batch_is_legal(batch)
-        return self.launcher.launch(batch, initial_job_idx=_next_job_index(self.sweep_dir))
+        return self.launcher.launch(batch, initial_job_idx=next_job_index(self.sweep_dir))
 
     def _write_optimization_results(self, studies: list[ArmStudy]) -> None:
         """Hydra's Optuna-sweeper format (`name`, `best_params`, `best_value`); with several arms, one
         such entry per arm under `arms`, with the trials used and the tuning time."""
-        entries = {}
-        for s in studies:
-            best = _best_trial(s.study)
-            trials = s.study.get_trials(deepcopy=False)
-            counted = [t for t in trials if not t.user_attrs.get(STALE)]
-            entries[s.name] = {
-                "name": s.name,
-                "arm": s.arm,
-                "block": s.block_label,
-                "best_params": dict(best.params) if best else None,
-                "best_value": float(best.value) if best else None,
-                "best_trial": best.number if best else None,
-                "n_trials": len(counted),
-                "states": {
-                    state.name.lower(): sum(t.state == state for t in counted)
-                    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-                },
-                "tuning_seconds": round(sum(_duration(t) for t in trials), 3),
-            }
-        if len(entries) == 1:
-            (entry,) = entries.values()
-            data = {k: entry[k] for k in ("name", "best_params", "best_value")} | {"details": entry}
-        else:
-            data = {"name": self.study_name or str(self.config.get("experiment_name")), "arms": entries}
-        OmegaConf.save(OmegaConf.create(data), self.sweep_dir / OPTIMIZATION_RESULTS)
+        name = self.study_name or str(self.config.get("experiment_name"))
+        data = optimization_results(studies, name)
+        OmegaConf.save(OmegaConf.create(data), self.sweep_dir / OPTIMIZATION_RESULTS_FILE)
 
 
-# ---------------------------------------------------------------------------------- helpers
-def _quote(value: str) -> str:
-    """An override value Hydra reads back verbatim."""
-    if re.fullmatch(r"[\w.:/\-+]+", value) or re.fullmatch(r"\[[\w.,]*\]", value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _finished_trials(study: optuna.Study) -> int:
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get(STALE))
-
-
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial
-        return None
-
-
-def _duration(trial: optuna.trial.FrozenTrial) -> float:
-    if trial.datetime_start and trial.datetime_complete:
-        return (trial.datetime_complete - trial.datetime_start).total_seconds()
-    return 0.0
-
-
-def _read_record(output_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(output_dir) / RESULTS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _outcome(ret: JobReturn) -> tuple[TrialState, float | None, str]:
-    """A launched trial's state for Optuna, read from its results.json (works with every launcher)."""
-    record = _read_record(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg else None
-    if record is None:
-        return TrialState.FAIL, None, f"no {RESULTS_FILE} (job status {ret.status.name})"
-    status = record.get("status")
-    value = (record.get("objective") or {}).get("value")
-    if status == "pruned":
-        return TrialState.PRUNED, None, ""
-    if status == "ok" and value is not None and math.isfinite(value):
-        return TrialState.COMPLETE, float(value), ""
-    return TrialState.FAIL, None, str(record.get("error") or f"status {status}")
-
-
-def _next_job_index(sweep_dir: Path) -> int:
-    numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(numbers, default=-1) + 1
-
-
-def _finished_finals(sweep_dir: Path) -> set[tuple[str, int]]:
-    done = set()
-    for path in sweep_dir.glob(f"*/{RESULTS_FILE}"):
-        record = _read_record(path.parent) or {}
-        tuning = (record.get("config") or {}).get("tuning") or {}
-        if record.get("status") == "ok" and tuning.get("phase") == "final":
-            done.add((tuning.get("study"), record.get("seed")))
-    return done
+def _best_job(s: ArmStudy, best: optuna.trial.FrozenTrial, extra: dict[str, str]) -> list[str]:
+    """A tested job with study `s`'s best trial's configuration (a final run or a soup)."""
+    markers = {
+        "test": "true",
+        "tuning.phase": "final",
+        "tuning.arm": s.arm,
+        "tuning.block": s.block_label,
+        "tuning.study": s.name,
+        "tuning.trial": str(best.number),
+        "tuning.params": s.params_list,
+        "tuning.prune": "false",
+    }
+    params = [f"{k}={format_value(v)}" for k, v in best.params.items()]
+    fixed = [f"{k}={v}" for k, v in s.fixed.items()]
+    return [*s.base, *fixed, *params, *overrides({**markers, **extra})]
