@@ -1,6 +1,6 @@
 """`experiment=source_selection`: score every candidate source on the target's training split and write
 `selection.csv` (one row per candidate: each score, source accuracy, seconds) and `selection.png`,
-both atomically, in the run directory."""
+both atomically, in the run directory; with `validate=true`, also `validation.csv` (`sources.validate`)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def run_selection(cfg: DictConfig) -> pd.DataFrame:
     plot_scores(table, scores, out / PLOT)
     log.info("Source selection of %d candidates -> %s", len(table), out / CSV)
     print(table[["candidate", *scores, "seconds"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if cfg.get("validate"):  # tune and test every candidate: do the scores rank them right?
+        from transferlab.sources.validate import run_validation
+
+        run_validation(cfg, table, candidates, scores)
     return table
 
 

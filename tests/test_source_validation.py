@@ -1,0 +1,109 @@
+"""experiment=source_selection validate=true: every candidate tuned and tested through the Optuna sweeper
+(a real Hydra multirun), and each score's weighted tau, Pearson r and top-1 regret against the tuned test
+accuracy, with bootstrap intervals over seeds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from transferlab.sources.agreement import agreement, correlation
+from transferlab.sources.validate import CSV, JSON, RUNS, arm_name
+
+from .conftest import compose_cfg, run_cli
+
+
+def test_agreement_of_a_right_and_a_reversed_ranking():
+    names = ["a", "b", "c"]
+    accs = [np.array([0.90, 0.92, 0.91]), np.array([0.80, 0.82]), np.array([0.50, 0.52])]
+    right = agreement(names, [3.0, 2.0, 1.0], accs, n_boot=500)
+    assert right["tau"] == pytest.approx(1.0) and right["tau_low"] == right["tau_high"] == pytest.approx(1.0)
+    assert right["r"] == pytest.approx(stats.pearsonr([3, 2, 1], [0.91, 0.81, 0.51]).statistic)
+    assert right["r_low"] <= right["r"] <= right["r_high"] and right["r_low"] > 0.9
+    assert right["regret"] == 0.0 and right["regret_high"] == 0.0
+    assert (right["favourite"], right["best"], right["seeds"]) == ("a", "a", 2)
+    wrong = agreement(names, [1.0, 2.0, 3.0], accs, n_boot=500)
+    assert wrong["tau"] == pytest.approx(-1.0) and wrong["r"] == pytest.approx(-right["r"])
+    assert wrong["regret"] == pytest.approx(0.91 - 0.51) and wrong["favourite"] == "c"
+    assert 0.38 <= wrong["regret_low"] <= wrong["regret"] <= wrong["regret_high"] <= 0.42
+
+
+def test_overlapping_seeds_give_wide_intervals():
+    accs = [np.array([0.60, 0.95]), np.array([0.70, 0.80])]  # means 0.775 and 0.75: the order is unsure
+    out = agreement(["a", "b"], [2.0, 1.0], accs, n_boot=2000)
+    assert out["tau"] == pytest.approx(1.0) and out["tau_low"] == pytest.approx(-1.0)
+    assert out["regret"] == 0.0 and out["regret_high"] > 0.1
+    # the same resamples for r (seeded): a Pearson r of two points is +1 or -1
+    r = correlation([2.0, 1.0], accs, n_boot=2000)
+    assert (r["r"], r["r_low"], r["r_high"]) == (pytest.approx(1.0), pytest.approx(-1.0), pytest.approx(1.0))
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    from transferlab.run.job import train
+
+    out = tmp_path_factory.mktemp("source") / "digits04"
+    record = train(compose_cfg(out, ["experiment=digits_source", "trainer.limit_train_batches=3"]))
+    assert record["status"] == "ok", record["error"]
+    return out
+
+
+@pytest.mark.slow
+def test_validate_tunes_each_candidate_and_scores_the_ranking(source_run, tmp_path):
+    out = tmp_path / "sel"
+    done = run_cli(
+        f"selection.candidates=[{source_run},random]",
+        "selection.scores=[logme,leep,knn]",
+        "validate=true",
+        "validation.strategies=[linear_probe]",
+        "validation.bootstrap=300",
+        "tuning.n_trials=1",
+        "tuning.final_seeds=[100,101,102]",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "callbacks=minimal",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+        module="transferlab.select",
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = pd.read_csv(out / RUNS)
+    assert sorted(runs["candidate"].unique()) == ["digits04", "random"]
+    assert runs.groupby("candidate")["seed"].apply(sorted).tolist() == [[100, 101, 102]] * 2
+    sweep = out / "validation"
+    assert (sweep / "optimization_results.yaml").is_file() and (sweep / "report.md").is_file()
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    finals = [r for r in records if r["tuning"]["phase"] == "final"]
+    trials = [r for r in records if r["tuning"]["phase"] == "trial"]
+    assert len(finals) == 6 and len(trials) == 2  # one trial per candidate: the same budget
+    assert {r["tuning"]["arm"] for r in trials} == {
+        arm_name("digits04", "linear_probe"),
+        "random-linear_probe",
+    }
+    truth = {
+        c: np.mean([r["metrics"]["test/acc"] for r in finals if r["tuning"]["arm"].startswith(c)])
+        for c in ("digits04", "random")
+    }
+    table = pd.read_csv(out / CSV).set_index("score")
+    assert table["strategy"].unique().tolist() == ["linear_probe"]
+    for score in ("logme", "knn"):
+        row = table.loc[score]
+        assert row["candidates"] == 2 and row["seeds"] == 3
+        assert abs(row["tau"]) == pytest.approx(1.0) and abs(row["r"]) == pytest.approx(1.0)  # two: an order
+        assert row["tau_low"] <= row["tau"] <= row["tau_high"] and row["r_low"] <= row["r"] <= row["r_high"]
+        assert row["best_acc"] == pytest.approx(max(truth.values()))
+        assert row["favourite_acc"] == pytest.approx(truth[row["favourite"]])
+        assert row["regret"] == pytest.approx(row["best_acc"] - row["favourite_acc"])
+        assert 0.0 <= row["regret_low"] <= row["regret_high"] <= 1.0
+    assert (
+        table.loc["leep", "candidates"] == 1 and "fewer than 2" in table.loc["leep", "note"]
+    )  # random: no head
+    facts = json.loads((out / JSON).read_text())
+    assert "hparams_search=optuna" in facts["command"] and facts["tuning"]["final_seeds"] == [100, 101, 102]
+    assert [a["score"] for a in facts["agreement"]] == ["logme", "leep", "knn"]
+    assert "tau" in done.stdout and "regret" in done.stdout
