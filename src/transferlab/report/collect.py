@@ -117,6 +117,7 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
             row[f"{split}_data_sha256"] = splits.get(split)
         data = record.get("data") or {}  # the labels a run saw, and where its validation came from
         row["labels_used"], row["val_source"] = data.get("labels_used"), data.get("val_source")
+        row["source_acc"] = _source_acc(record)
         tuning = record.get("tuning") or {}
         for key in ("phase", "arm", "block", "study", "trial"):
             row[f"tuning_{key}"] = tuning.get(key)
@@ -128,6 +129,13 @@ def load_rows(sweep_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame.attrs["rejected"] = rejected
     return frame
+
+
+def _source_acc(record: dict[str, Any]) -> float | None:
+    """The source-task test accuracy of the exported backbone a run started from (None: random, hub)."""
+    meta = (record.get("weights") or {}).get("from_run") or {}
+    acc = (meta.get("metrics") or {}).get("test/acc")
+    return float(acc) if acc is not None else None
 
 
 def _eval_set_fields(record: dict[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,11 @@ import pandas as pd
 
 from transferlab.core.names import PAIRED_TESTS
 from transferlab.report.analysis import Analysis, Block
+from transferlab.report.budget import budget_lines
 from transferlab.report.collect import key_name, label
 from transferlab.report.eval_sets import eval_set_lines
 from transferlab.report.failures import failed_sections
+from transferlab.report.source_quality import source_quality_lines
 from transferlab.report.stats import SMALL_N
 
 
@@ -48,6 +50,7 @@ def render_markdown(analysis: Analysis, rows: pd.DataFrame, sweep_dir: Path, plo
     lines.append(f"Compared by: {', '.join(compared_by)}.")
     lines += _protocol(analysis, rows)
     lines += _data_check(design.compared[design.compared["status"] == "ok"])
+    lines += budget_lines(design.compared)
     for block in analysis.blocks:
         lines += [
             "",
@@ -59,6 +62,7 @@ def render_markdown(analysis: Analysis, rows: pd.DataFrame, sweep_dir: Path, plo
         lines += eval_set_lines(analysis, block)
     if not analysis.blocks:
         lines += ["", f"No successful run with {options.metric} to compare."]
+    lines += source_quality_lines(analysis)
     lines += _friedman(analysis)
     lines += _tuning(analysis)
     if plots:

@@ -12,6 +12,7 @@ from transferlab.report import stats
 from transferlab.report.analysis import Analysis
 from transferlab.report.collect import DEPTH_KEYS, SIZE_KEYS, key_name, label
 from transferlab.report.files import open_output
+from transferlab.report.source_quality import source_quality_plot
 from transferlab.report.wise_plot import wise_plot
 
 MARKERS = "osD^vP*Xh<>p"
@@ -49,6 +50,7 @@ def make_plots(analysis: Analysis, out: Path) -> list[Path]:
         files.append(_tuning_progress(analysis, out / "tuning_progress.png"))
     if analysis.friedman is not None:
         files.append(cd_diagram(analysis.friedman, out / "cd_diagram.png"))
+    files += source_quality_plot(analysis, out)
     wise = wise_plot(analysis, out / "wise_curve.png")
     return [*files, wise] if wise is not None else files
 
