@@ -182,7 +182,7 @@ def test_a_user_source_from_its_own_yaml_trains_and_is_recorded(tmp_path, user_c
     record = train(cfg)
     assert record["status"] == "ok", record.get("error")
     data = json.loads((tmp_path / "run" / "results.json").read_text())["data"]
-    assert data["name"] == "noise" and data["class_names"] == ["0", "1"]
+    assert data["name"] == "noise" and data["class_names"] == ["0", "1"] and data["root"] is None
     assert data["sizes"] == {"train": 6, "val": 2, "test": 4} and data["labels_used"] == 8
 
 

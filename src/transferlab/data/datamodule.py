@@ -75,37 +75,29 @@ class DataModule(pl.LightningDataModule):
         root: str | None = None,
     ):
         super().__init__()
-        if not isinstance(source, DataSource):
-            raise TransferlabError(
-                f"dataset.source={type(source).__name__ if source is not None else 'null'} is not a "
-                "transferlab.data.sources.DataSource; give dataset.source._target_ a class implementing "
-                "items() and read()."
-            )
-        self.source = source
+        self.source = _checked(source)
         self.root = Path(str(source.root)) if source.root is not None else root
         self.name = name or source.name
-        self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
+        self.image_size, self.batch_size = int(image_size), int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.val_fraction = float(val_fraction)
-        self.requested_classes = [str(c) for c in classes] if classes is not None else None
-        self.samples_per_class = samples_per_class
-        self.labels_total, self.val_source, self.cv = labels_total, val_source, (cv_folds, cv_fold)
+        self.seed = int(seed)
+        budget = (samples_per_class, labels_total, val_source, cv_folds, cv_fold)
+        chosen = [str(c) for c in classes] if classes is not None else None
+        self.plan = SplitPlan(float(val_fraction), chosen, *budget, seed=self.seed)
         self.augment = augment if isinstance(augment, Augment) else Augment(**dict(augment or {}))
-        config = dict(data_config or {})
-        self.mean = tuple(mean if mean is not None else config.get("mean", (0.5, 0.5, 0.5)))
-        self.std = tuple(std if std is not None else config.get("std", (0.5, 0.5, 0.5)))
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
+        self.mean, self.std = normalization(mean, std, data_config)
+        self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.multiprocessing_context = (
-            worker_context(multiprocessing_context) if self.num_workers > 0 else None
-        )
+        context = worker_context(multiprocessing_context) if self.num_workers > 0 else None
+        self.multiprocessing_context = context
         self.verify, self.hash, self.recheck = verify, hash, recheck
         manifest = Manifest(Path(str(source.root)), manifest_dir) if source.root is not None else None
         self.checks = FileChecks(manifest, verify, hash, recheck)
         self.decoder = decoder  # pil | torchvision (torchvision.io + transforms.v2 on uint8 tensors)
-        self.seed = int(seed)
+        self._unset()
+
+    def _unset(self) -> None:
+        """What `setup` decides, not decided yet."""
         self.splits: dict[str, list[Sample]] = {}
         self.class_names: list[str] = []
         self.test_missing_classes: list[str] = []
@@ -128,16 +120,7 @@ class DataModule(pl.LightningDataModule):
         if self.splits:
             return
         self.prepare_root()
-        plan = SplitPlan(
-            self.val_fraction,
-            self.requested_classes,
-            self.samples_per_class,
-            self.labels_total,
-            self.val_source,
-            *self.cv,
-            seed=self.seed,
-        )
-        decided = plan_splits(self.source, plan, str(self.root))
+        decided = plan_splits(self.source, self.plan, str(self.root or self.name))
         self.class_names, self.val_from = decided.class_names, decided.val_from
         self.test_missing_classes = decided.test_missing_classes
         self.splits, self._digests = decided.assemble(self.source.digests(decided.keys(), self.checks))
@@ -230,13 +213,15 @@ class DataModule(pl.LightningDataModule):
         """What the results record about the data (the source adds its own fields last)."""
         return {
             "name": self.name,
-            "root": str(self.root),
+            "root": str(self.root) if self.root is not None else None,
             "class_names": self.class_names,
             "sizes": {k: len(v) for k, v in self.splits.items()},
             # every label the run saw: training plus validation (budget: the validation came out of it)
             "labels_used": len(self.splits["train"]) + len(self.splits["val"]),
             "val_source": self.val_from,
-            "cv": {"folds": self.cv[0], "fold": self.cv[1]} if self.cv[0] is not None else None,
+            "cv": {"folds": self.plan.cv_folds, "fold": self.plan.cv_fold}
+            if self.plan.cv_folds is not None
+            else None,
             "split_sha256": {k: self.split_hash(k) for k in self.splits},
             "image_size": self.image_size,
             "normalization": {"mean": list(self.mean), "std": list(self.std)},
@@ -249,3 +234,19 @@ class DataModule(pl.LightningDataModule):
             "duplicates_across_splits": self.duplicates_across_splits,
             **self.source.describe(),
         }
+
+
+def normalization(mean, std, data_config: dict[str, Any] | None) -> tuple[tuple, tuple]:
+    """(mean, std): as given, else the backbone's `data_config`, else 0.5 per channel."""
+    config = {"mean": (0.5,) * 3, "std": (0.5,) * 3, **dict(data_config or {})}
+    return tuple(config["mean"] if mean is None else mean), tuple(config["std"] if std is None else std)
+
+
+def _checked(source: Any) -> DataSource:
+    if not isinstance(source, DataSource):
+        name = type(source).__name__ if source is not None else "null"
+        raise TransferlabError(
+            f"dataset.source={name} is not a transferlab.data.sources.DataSource; give dataset.source._target_ "
+            "a class implementing items() and read()."
+        )
+    return source

@@ -118,9 +118,10 @@ class DataSource(ABC):
         return self.read(key)
 
     def digests(self, keys: Sequence[Key], checks: FileChecks) -> np.ndarray:
-        """A digest row per key, in order (uint8, 32 bytes: the content's sha256 by default, from the
-        decoded pixels), for the split hashes and the duplicate check. Sources of files use the
-        manifest (`checks.digests(paths)`) so unchanged files are not read again."""
+        """A digest row per key, in order (uint8, 32 bytes: by default the sha256 of the decoded pixels,
+        which reads every item once per setup), for the split hashes and the duplicate check. Sources of
+        files use the manifest (`checks.digests(paths)`) so unchanged files are not read again; a large
+        source gives a stored fingerprint instead (as the Hugging Face and shard sources do)."""
         rows = []
         for key in keys:
             image = self.read(key)
