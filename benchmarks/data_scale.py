@@ -14,7 +14,10 @@ arm in its own process (so peak RSS is the arm's own), interleaved (tl, tv, tl, 
 Prints JSON with medians and min-max, and the ratios `setup_ratio_warm`, `first_batch_ratio_warm` and
 `epoch_ratio` (transferlab / torchvision, medians), the same with `_folders` for recheck=folders.
 
-    python -m benchmarks.data_scale --images 10000 [--root DIR] [--repeats 3]
+    python -m benchmarks.data_scale --images 10000 [--root DIR] [--repeats 3] [--in-process]
+
+`--in-process` (smoke tests) runs every arm in this process: nothing is imported per arm, and the peak
+RSS is then this process's, not the arm's own.
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ def arm(kind: str, root: str, cache: str) -> dict:
     return {"setup": setup, "first_batch": first, "epoch": epoch, "samples": count, "rss_mb": rss}
 
 
-def run_arm(kind: str, root: Path, cache: Path) -> dict:
+def run_arm(kind: str, root: Path, cache: Path, in_process: bool = False) -> dict:
+    if in_process:  # smoke tests: no import per arm (peak RSS is then this process's, not the arm's)
+        return arm(kind, str(root), str(cache))
     out = subprocess.run(
         [
             sys.executable,
@@ -130,6 +135,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true", help="smoke tests: every arm in this process")
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -151,13 +157,14 @@ def main() -> None:
         "webdataset": [],
         "hf": [],
     }
-    run_arm("hf", root, work)  # not measured: builds the Hugging Face cache, as any first run does
+    one = args.in_process
+    run_arm("hf", root, work, one)  # not measured: builds the Hugging Face cache, as any first run does
     for _ in range(args.repeats):
         shutil.rmtree(work / "manifests", ignore_errors=True)
-        results["cold"].append(run_arm("transferlab", root, work))  # no manifest yet
-        run_arm("transferlab_folders", root, work)  # not measured: records the folders' mtimes
+        results["cold"].append(run_arm("transferlab", root, work, one))  # no manifest yet
+        run_arm("transferlab_folders", root, work, one)  # not measured: records the folders' mtimes
         for kind in ("torchvision", "transferlab", "transferlab_folders", "webdataset", "hf"):
-            results[kind].append(run_arm(kind, root, work))
+            results[kind].append(run_arm(kind, root, work, one))
     report = {
         "images": sum(1 for _ in root.rglob("*.png")),
         "repeats": args.repeats,

@@ -9,7 +9,10 @@ strategy.trainable_stages=1`). Arms, each a fresh process (peak memory is the ar
   take), partial fine-tuning (cached) / full fine-tuning;
 - the test accuracies of cached and uncached runs (the same up to float rounding).
 
-    python -m benchmarks.partial_prefix_cache [--epochs 3] [--repeats 3]
+    python -m benchmarks.partial_prefix_cache [--epochs 3] [--repeats 3] [--in-process]
+
+`--in-process` (smoke tests) runs every arm in this process: nothing is imported per arm, and the peak
+memory is then not the arm's own.
 """
 
 from __future__ import annotations
@@ -58,6 +61,18 @@ def arm(name: str, root: Path, epochs: int, backbone: str, image_size: int) -> d
     }
 
 
+def arm_result(name: str, root: Path, args: argparse.Namespace) -> dict:
+    """One arm's measurement, in a fresh process (or in this one with `--in-process`)."""
+    if args.in_process:
+        return arm(name, root, args.epochs, args.backbone, args.image_size)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.partial_prefix_cache", "--arm", name, "--root", str(root),
+         "--epochs", str(args.epochs), "--backbone", args.backbone, "--image-size", str(args.image_size)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="resnet18")
@@ -66,6 +81,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="1: a first round that is not counted")
     parser.add_argument("--arms", default="cached,uncached,full", help="which arms (smoke tests: fewer)")
+    parser.add_argument("--in-process", action="store_true", help="smoke tests: every arm in this process")
     parser.add_argument("--arm", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -78,12 +94,7 @@ def main() -> None:
 
     def run(name: str):
         def go() -> float:
-            out = subprocess.run(
-                [sys.executable, "-m", "benchmarks.partial_prefix_cache", "--arm", name, "--root", str(root),
-                 "--epochs", str(args.epochs), "--backbone", args.backbone, "--image-size", str(args.image_size)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results[name].append(arm_result(name, root, args))
             return results[name][-1]["epoch_seconds"]
 
         return go
