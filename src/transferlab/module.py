@@ -12,16 +12,12 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassCalibrationError,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from transferlab.backbones import Backbone
 from transferlab.core.errors import DivergedError
 from transferlab.core.faults import crash_point
+from transferlab.metrics import build_metrics
 from transferlab.run.checkpoint import rng_state, set_rng_state
 from transferlab.run.csv_log import CrashSafeCSVLogger
 from transferlab.strategies import TransferStrategy
@@ -34,18 +30,6 @@ _BN = nn.modules.batchnorm._BatchNorm
 
 DIVERGED_FACTOR = 100.0  # a training loss this many times its first value has diverged...
 LOSS_FLOOR = 0.1  # ...measured from at least this (a near-perfect start may wobble without diverging)
-
-
-def build_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy, top-5 accuracy (more than 5 classes), macro F1 and expected calibration error."""
-    metrics: dict[str, Any] = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-        "ece": MulticlassCalibrationError(num_classes, n_bins=15, norm="l1"),
-    }
-    if num_classes > 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)
 
 
 class TransferModule(pl.LightningModule):
@@ -67,9 +51,12 @@ class TransferModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         class_names: list[str] | None = None,
         regularizer: Regularizer | None = None,
+        metrics: dict[str, Any] | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "strategy", "optimizer", "scheduler", "regularizer"])
+        self.save_hyperparameters(
+            ignore=["backbone", "strategy", "optimizer", "scheduler", "regularizer", "metrics"]
+        )
         self.num_classes = num_classes
         strategy.check(backbone)
         strategy.prepare(backbone)
@@ -79,7 +66,7 @@ class TransferModule(pl.LightningModule):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.optimizer_factory = optimizer or _default_optimizer
         self.scheduler_factory = scheduler
-        metrics = build_metrics(num_classes)
+        metrics = build_metrics(num_classes, metrics)  # ours, and the user's own (`metrics` config)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")

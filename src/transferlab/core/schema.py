@@ -286,7 +286,7 @@ def check(cfg: DictConfig) -> None:
     if isinstance(paths, DictConfig) and OmegaConf.is_interpolation(paths, "output_dir"):
         with open_dict(cfg):  # ${hydra:runtime.output_dir} resolves only inside a Hydra job
             cfg.paths.output_dir = "<run directory>"
-    keys = [k for k in (*Run.model_fields, *DECLARED) if k in cfg]
+    keys = [k for k in (*Run.model_fields, *DECLARED, "metrics") if k in cfg]
     keys = list(dict.fromkeys(keys))
     raw = OmegaConf.to_container(cfg, resolve=False)
     missing = [m for k in keys for m in _missing(raw.get(k), k)]
@@ -321,6 +321,15 @@ def _declared_settings(data: dict[str, Any], cfg: DictConfig) -> list[str]:
         owned = frozenset(model.model_fields) if model else frozenset()
         base = locate(kind, group) if kind else None
         found += settings.check_node(node, group, cfg, kind=base, example=example, owned=owned)
+    metric = (
+        "torchmetrics.Metric"  # a user's metrics (`transferlab.metrics`): num_classes comes from the data
+    )
+    for name, node in (data.get("metrics") or {}).items():
+        if isinstance(node, dict):
+            where = f"metrics.{name}"
+            found += settings.check_node(
+                node, where, cfg, locate(metric, where), metric, frozenset({"num_classes"})
+            )
     return found
 
 

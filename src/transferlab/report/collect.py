@@ -163,6 +163,14 @@ def eval_set_metrics(columns, metric: str) -> list[str]:
     ]
 
 
+def metrics_of(columns) -> list[str]:
+    """The report's metric columns among `columns`: ours, then `test/<name>` of every metric the runs'
+    `metrics` config adds (a user's own, `transferlab.metrics`)."""
+    own = [m for m in METRICS if m in columns]
+    users = {c.split(".")[2] for c in columns if c.startswith("config.metrics.") and c.count(".") >= 3}
+    return [*own, *(f"test/{n}" for n in sorted(users) if f"test/{n}" in columns)]
+
+
 def set_of(metric: str) -> str:
     """`test/<set>/<name>` -> `<set>`."""
     return metric.split("/")[1]
@@ -170,14 +178,6 @@ def set_of(metric: str) -> str:
 
 def _scalar(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, list | dict) else value
-
-
-def metrics_of(columns) -> list[str]:
-    """The report's metric columns among `columns`: ours, then every other `test/<name>` (a user's own
-    metric, logged by the module under that name)."""
-    own = [m for m in METRICS if m in columns]
-    extra = sorted(c for c in columns if c.startswith("test/") and c.count("/") == 1 and c not in METRICS)
-    return [*own, *extra]
 
 
 def swept_keys(rows: pd.DataFrame) -> list[str]:

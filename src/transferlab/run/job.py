@@ -39,6 +39,7 @@ from transferlab.data.image_folder import in_loky_worker
 from transferlab.data.prefix import FrozenPrefix
 from transferlab.evaluation.runner import Evaluation, weight_callbacks
 from transferlab.evaluation.soup import cook
+from transferlab.metrics import user_metrics
 from transferlab.module import TransferModule
 from transferlab.multitask import JointDataModule, MultiTaskModule, build_source_datamodule
 from transferlab.run.checkpoint import (
@@ -407,6 +408,7 @@ def _build_module(cfg, backbone, strategy, datamodule, source_data) -> TransferM
         "label_smoothing": cfg.head.label_smoothing,
         "class_names": datamodule.class_names,
         "regularizer": _build_regularizer(cfg),
+        "metrics": user_metrics(cfg.get("metrics"), datamodule.num_classes),
     }
     if source_data is not None:
         return MultiTaskModule(backbone, strategy, source_classes=source_data.num_classes, **kwargs)
