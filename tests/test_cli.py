@@ -3,6 +3,8 @@ README's commands compose, and users add configs of their own without forking.""
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
 import shlex
 import subprocess
@@ -71,6 +73,23 @@ def first_value(override: str) -> str:
     return f"{key}={value}" if eq else override
 
 
+# `transferlab-train ARGS` for each ARGS of a JSON list, in one process (each its own Hydra start, its
+# own sys.argv): the exit code and the end of stderr of each command that did not exit 0.
+EACH_COMMAND = (
+    "import contextlib, io, json, sys, traceback\n"
+    "from transferlab.train import main\n"
+    "failed = []\n"
+    "for args in json.loads(sys.argv[1]):\n"
+    "    sys.argv, err, code = ['transferlab-train', *args], io.StringIO(), 0\n"
+    "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):\n"
+    "        try:\n            main()\n"
+    "        except SystemExit as exc:\n            code = exc.code\n"
+    "        except BaseException:\n            traceback.print_exc()\n            code = 1\n"
+    "    if code:\n        failed.append([args, code, err.getvalue()[-1500:]])\n"
+    "print('FAILED', json.dumps(failed))\n"
+)
+
+
 def test_the_readme_commands_compose(tmp_path):
     root = write_image_folder(tmp_path / "images")
     configs = tmp_path / "my_configs" / "dataset"
@@ -80,6 +99,7 @@ def test_the_readme_commands_compose(tmp_path):
     )
     commands = readme_commands()
     assert len(commands) >= 15
+    train_args = []
     for command in commands:
         words = shlex.split(
             command.replace("DIR", str(root)).replace("my_configs", str(tmp_path / "my_configs"))
@@ -87,9 +107,23 @@ def test_the_readme_commands_compose(tmp_path):
         module, args = words[2], words[3:]
         # --cfg job composes one job: a sweep (-m, a,b values) is checked at its first point
         args = [first_value(a) for a in args if a != "-m"]
-        extra = ["--cfg", "job"] if module == "transferlab.train" else []
-        out = run_cli(*args, *extra, cwd=tmp_path, module=module, timeout=120)
-        assert out.returncode == 0, (command, out.stderr[-1500:])
+        if module == "transferlab.train":  # checked together below, one interpreter for all of them
+            train_args.append([*args, "--cfg", "job"])
+            continue
+        try:  # transferlab.stages: its entry function, in this process (torch and timm are loaded here)
+            importlib.import_module(module).main(args)
+        except SystemExit as exc:
+            assert not exc.code, (command, exc.code)
+    assert len(train_args) >= 15
+    out = subprocess.run(
+        [sys.executable, "-c", EACH_COMMAND, json.dumps(train_args)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert out.returncode == 0 and "FAILED " in out.stdout, out.stderr[-3000:]
+    assert json.loads(out.stdout.split("FAILED ")[-1]) == []  # each: [its arguments, exit code, stderr]
     flowers = run_cli(
         "--config-dir", str(tmp_path / "my_configs"), "dataset=flowers", "--cfg", "job", cwd=tmp_path
     )
