@@ -59,10 +59,7 @@ class ImageFolderSource(DataSource):
 
     def _require_split_dir(self, split: str) -> Path:
         if not self.root.is_dir():
-            raise TransferlabError(
-                f"dataset.root={self.root} does not exist; set dataset.root to a folder with "
-                "train/<class>/* and test/<class>/* images."
-            )
+            raise root_error(self.root)
         path = self.root / split
         if not path.is_dir():
             raise TransferlabError(
@@ -70,6 +67,14 @@ class ImageFolderSource(DataSource):
                 "(Keras flow_from_directory layout)."
             )
         return path
+
+
+def root_error(root: Any) -> TransferlabError:
+    """The one message for a `dataset.root` that is no folder: the pre-flight's and the source's own."""
+    return TransferlabError(
+        f"dataset.root={root}: no such directory (it does not exist or is not a folder); set dataset.root to "
+        "a folder with train/<class>/* and test/<class>/* images."
+    )
 
 
 def read_file(path: Path) -> Image.Image:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.core.config import RUN_FILES, redact, refuse_changed_resume
 from transferlab.core.errors import TransferlabError, did_you_mean
+from transferlab.core.names import RESULTS_FILE
 from transferlab.core.secrets import refuse_secret_interpolations, refuse_secrets_in
 
 JOBS_CHECKED = 200  # a sweep's first jobs are checked up front; each job checks itself again
@@ -229,10 +230,9 @@ def _check_references(cfg: DictConfig) -> None:
     """The folders, files and model names the config points at (before Hydra creates a directory)."""
     root = _missing_root(cfg.dataset)
     if root is not None:
-        raise TransferlabError(
-            f"dataset.root={root}: no such directory; give a folder holding train/<class>/ images "
-            "(and test/<class>/)."
-        )
+        from transferlab.data.folders import root_error
+
+        raise root_error(root)
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(str(ckpt)).expanduser().exists():
         raise TransferlabError(
@@ -270,9 +270,9 @@ def _missing_root(dataset: DictConfig) -> str | None:
 def _check_run_dir(cfg: DictConfig) -> None:
     run_dir = Path(str(cfg.hydra.run.dir)).expanduser()
     _check_creatable(run_dir, "hydra.run.dir")
-    if cfg.get("resume") and (run_dir / "results.json").is_file():
+    if cfg.get("resume") and (run_dir / RESULTS_FILE).is_file():
         # Hydra rewrites <run dir>/.hydra/ before the job starts: refuse a resume with other settings first.
-        previous = json.loads((run_dir / "results.json").read_text()).get("config") or {}
+        previous = json.loads((run_dir / RESULTS_FILE).read_text()).get("config") or {}
         refuse_changed_resume(previous, _job_config(cfg, run_dir), run_dir.resolve())
     if cfg.get("resume") or cfg.get("overwrite") or not run_dir.is_dir():
         return
@@ -302,7 +302,7 @@ def _check_sweep_dir(cfg: DictConfig) -> None:
         or "transferlab_optuna" in str(cfg.hydra.sweeper.get("_target_", ""))
     ):
         return  # the Optuna sweeper resumes its study from the same directory
-    if sweep_dir.is_dir() and any(sweep_dir.glob("*/results.json")):
+    if sweep_dir.is_dir() and any(sweep_dir.glob(f"*/{RESULTS_FILE}")):
         raise TransferlabError(
             f"hydra.sweep.dir={sweep_dir} already holds a sweep's jobs; continue it with resume=true (finished jobs "
             "are skipped), or write elsewhere (another hydra.sweep.dir)."
