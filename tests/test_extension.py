@@ -276,3 +276,37 @@ def test_the_console_refuses_a_users_bad_value_before_any_directory(user):
         "error: strategy.first_lr_mult=-3: must be > 0.0 (a setting of mylab.HeadAndFirst).\n"
     )
     assert not run_dir.exists()
+
+
+def test_a_class_may_declare_its_settings_as_a_pydantic_model_instead(tmp_path):
+    """`Settings` (a pydantic model, `extra="forbid"`) is checked instead of the `__init__` arguments."""
+    from omegaconf import OmegaConf
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from transferlab.core.settings import check_node
+
+    class Declared:
+        class Settings(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+            size: int = Field(default=3, ge=1)
+
+        def __init__(self, **anything):
+            self.anything = anything
+
+    module = tmp_path / "declared_here.py"
+    module.write_text("")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import declared_here
+
+        declared_here.Declared = Declared
+        node = {"_target_": "declared_here.Declared", "size": 0, "sise": 2}
+        found = check_node(node, "strategy", OmegaConf.create({"strategy": node}))
+        assert found == [
+            "strategy.sise: declared_here.Declared has no such setting. Did you mean strategy.size? Its settings: size.",
+            "strategy.size=0: must be >= 1 (a setting of declared_here.Declared).",
+        ]
+        assert check_node({"_target_": node["_target_"], "size": 2}, "x", OmegaConf.create({})) == []
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("declared_here", None)

@@ -29,6 +29,7 @@ from transferlab.core import messages, targets
 from transferlab.core.errors import did_you_mean
 
 NOT_SETTINGS = ("search_space",)
+MAX_LISTED = 12  # settings named in an unknown key's message
 
 
 @functools.cache
@@ -125,9 +126,8 @@ def check_node(
         for key in sorted(set(given) - keys - owned):
             hint = did_you_mean(key, keys)
             hint = hint.replace("Did you mean ", f"Did you mean {where}.") if hint else ""
-            found.append(
-                f"{where}.{key}: {target} has no such setting.{hint} Its settings: {', '.join(sorted(keys))}."
-            )
+            listed = ", ".join(sorted(keys)[:MAX_LISTED]) + (", ..." if len(keys) > MAX_LISTED else "")
+            found.append(f"{where}.{key}: {target} has no such setting.{hint} Its settings: {listed}.")
         given = {k: v for k, v in given.items() if k in keys}
     try:
         model.model_validate(given)
