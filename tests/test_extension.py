@@ -260,6 +260,7 @@ def test_a_mistake_in_a_users_own_keys_is_refused_at_the_door(user, override, na
     assert not run_dir.exists()
 
 
+@pytest.mark.slow  # a fresh python: about 20 s on two busy cores
 def test_the_console_refuses_a_users_bad_value_before_any_directory(user):
     run_dir = user["root"] / "console"
     refused = run_cli(
