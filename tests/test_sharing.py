@@ -9,7 +9,8 @@ import torch
 
 from transferlab.core.errors import instantiate
 from transferlab.module import TransferModule
-from transferlab.run.job import _build_regularizer, train
+from transferlab.run.build import build_regularizer as _build_regularizer
+from transferlab.run.job import train
 from transferlab.strategies import build_strategy
 from transferlab.strategies.regularizers import BSS
 

@@ -1,4 +1,9 @@
-"""`TransferModule`: backbone + new head + metrics, trained the way its strategy says."""
+"""`TransferModule`: backbone + new head + loss + metrics, trained the way its strategy says.
+
+The module knows a strategy and a regularizer by their methods only (it imports neither): what trains
+and with which param groups comes from the strategy, the extra loss term from the regularizer. What a
+run adds around it (the divergence guard, resume repairs, caches) are callbacks and hooks in `run/` and
+in the strategy."""
 
 from __future__ import annotations
 
@@ -15,21 +20,11 @@ from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from transferlab.backbones import Backbone
-from transferlab.core.errors import DivergedError
 from transferlab.core.faults import crash_point
 from transferlab.metrics import build_metrics
-from transferlab.run.checkpoint import rng_state, set_rng_state
-from transferlab.run.csv_log import CrashSafeCSVLogger
-from transferlab.strategies import TransferStrategy
-from transferlab.strategies.param_groups import build_param_groups, describe_groups
-from transferlab.strategies.regularizers import Regularizer, check_regularizer, first_batches
 
 log = logging.getLogger(__name__)
 _BN = nn.modules.batchnorm._BatchNorm
-
-
-DIVERGED_FACTOR = 100.0  # a training loss this many times its first value has diverged...
-LOSS_FLOOR = 0.1  # ...measured from at least this (a near-perfect start may wobble without diverging)
 
 
 class TransferModule(pl.LightningModule):
@@ -43,14 +38,14 @@ class TransferModule(pl.LightningModule):
     def __init__(
         self,
         backbone: Backbone,
-        strategy: TransferStrategy,
+        strategy: Any,
         num_classes: int,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         head_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         class_names: list[str] | None = None,
-        regularizer: Regularizer | None = None,
+        regularizer: Any = None,
         metrics: dict[str, Any] | None = None,
     ):
         super().__init__()
@@ -76,7 +71,6 @@ class TransferModule(pl.LightningModule):
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion: list[list[int]] | None = None
         self.val_acc_best = MaxMetric()
-        self.register_buffer("first_loss", torch.tensor(float("nan")))  # divergence is measured against it
         # States a checkpoint must carry so that a resumed run ends exactly as an uninterrupted one: a step
         # checkpoint falls mid-epoch, and the end-of-epoch one before the epoch's training metrics are logged.
         for metric in (self.train_metrics, self.train_loss, self.val_acc_best):
@@ -85,11 +79,11 @@ class TransferModule(pl.LightningModule):
         self._frozen_ids: set[int] = set()
         self._gated: list[nn.Parameter] = []
         self._applied_epoch: int | None = None
-        self._pending_rng: dict[str, Any] | None = None
+        self.param_group_record: list[dict[str, Any]] | None = None  # the optimizer's groups, as recorded
         self.apply_strategy(0)
         self.regularizer = regularizer
         if regularizer is not None:
-            check_regularizer(regularizer, self)
+            regularizer.check(self)
             regularizer.attach(self)
             self.train_reg = MeanMetric()
             self.train_reg.persistent(True)
@@ -144,6 +138,11 @@ class TransferModule(pl.LightningModule):
                 visit(child)
 
         visit(self.backbone)
+
+    @property
+    def frozen_ids(self) -> set[int]:
+        """ids of the backbone parameters frozen now."""
+        return set(self._frozen_ids)
 
     def frozen_parameter_names(self) -> list[str]:
         return [n for n, p in self.backbone.named_parameters() if id(p) in self._frozen_ids]
@@ -223,7 +222,8 @@ class TransferModule(pl.LightningModule):
         name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"  # train/loss is per step
         self.log(name, getattr(self, f"{stage}_loss"), prog_bar=stage != "train")
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The loss (task loss + regularizer), and the task loss alone (`run.divergence` watches it)."""
         task_loss, _, features = self._step(batch, "train", self.train_metrics)
         loss = task_loss
         if self.regularizer is not None:
@@ -233,35 +233,7 @@ class TransferModule(pl.LightningModule):
             loss = loss + reg
         # `train/loss` per step (the contract's name); its epoch mean at the epoch end
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch[1]))
-        self._stop_if_diverged(float(task_loss.detach()), float(loss.detach()))
-        return loss
-
-    def _stop_if_diverged(self, task: float, total: float) -> None:
-        """Raise `DivergedError` when the loss is not finite or the task loss grew far past its first value
-        (a regularizer's penalty may be large by design, so the task loss alone is compared)."""
-        first = float(self.first_loss)
-        if math.isnan(first) and math.isfinite(task):
-            self.first_loss.fill_(task)
-            first = task
-        diverged = not math.isfinite(total) or task > DIVERGED_FACTOR * max(first, LOSS_FLOOR)
-        if self.trainer.world_size > 1:  # every process stops together (one alone would hang the others)
-            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
-        if not diverged:
-            return
-        lr = self.trainer.optimizers[0].param_groups[-1]["lr"] if self.trainer.optimizers else float("nan")
-        value = task if math.isfinite(total) else total
-        what = (
-            f"exploded to {value:.3g} ({value / first:.3g}x its first value {first:.3g})"
-            if math.isfinite(value)
-            else f"became {value}"
-        )
-        raise DivergedError(
-            f"Training diverged: the loss {what} at step {self.global_step} (epoch {self.current_epoch}, learning "
-            f"rate {lr:.3g}); lower optimizer.lr or set trainer.gradient_clip_val=1.0.",
-            step=int(self.global_step),
-            learning_rate=float(lr),
-            loss=value,
-        )
+        return {"loss": loss, "task_loss": task_loss.detach()}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val", self.val_metrics)
@@ -277,7 +249,7 @@ class TransferModule(pl.LightningModule):
         references from the checkpoint); every process then holds rank 0's."""
         if self.regularizer is None:
             return
-        self.regularizer.prepare(self, first_batches(self.trainer.datamodule, self.regularizer))
+        self.regularizer.prepare(self, self.regularizer.first_batches(self.trainer.datamodule))
         for buffer in self.regularizer.buffers():
             buffer.copy_(self.trainer.strategy.broadcast(buffer, src=0))
 
@@ -286,38 +258,8 @@ class TransferModule(pl.LightningModule):
             self.val_acc_best.reset()
             return
         # Resumed (on_train_epoch_start is skipped when it resumes mid-epoch): the strategy's state for
-        # this epoch, the random stream where the checkpoint left it, the schedule for the planned steps.
+        # this epoch (the random streams and the schedule: `run.resume_repair`).
         self.apply_strategy(self.current_epoch)
-        if self._pending_rng is not None:
-            set_rng_state(self._pending_rng)
-            self._pending_rng = None
-        self._fit_schedule_to_plan()
-
-    def _fit_schedule_to_plan(self) -> None:
-        """A resumed run whose trainer.max_epochs changed: the checkpoint's schedule was sized for the old
-        number of steps. Follow the schedule the new length gives (as if planned from the start)."""
-        scheduler = self.lr_schedulers()
-        schedules = getattr(scheduler, "lr_lambdas", [])
-        planned = self.planned_steps()
-        if not schedules or all(getattr(f, "total_steps", planned) == planned for f in schedules):
-            return
-        step = scheduler.last_epoch
-        before, old_total = schedules[0](step), schedules[0].total_steps
-        for f in schedules:
-            f.resize(planned)
-        for group, base, f in zip(
-            scheduler.optimizer.param_groups, scheduler.base_lrs, schedules, strict=True
-        ):
-            group["lr"] = base * f(step)
-        log.warning(
-            "trainer.max_epochs changed since the checkpoint: the learning-rate schedule now spans %d steps "
-            "(was %d); at step %d its factor goes from %.3g to %.3g and follows the longer schedule from here.",
-            planned,
-            old_total,
-            step,
-            before,
-            schedules[0](step),
-        )
 
     def on_train_epoch_start(self) -> None:
         self.apply_strategy(self.current_epoch)
@@ -370,43 +312,27 @@ class TransferModule(pl.LightningModule):
         self.confusion.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning does not save RNG states; without them a resumed run shuffles differently.
-        checkpoint["transferlab"] = {
-            "backbone": {"name": self.backbone.name},
-            "strategy": self.strategy.state_dict(),
-            "rng": rng_state(),
-        }
+        meta = checkpoint.setdefault("transferlab", {})  # callbacks add to it (`run.resume_repair`: rng)
+        meta.update(backbone={"name": self.backbone.name}, strategy=self.strategy.state_dict())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("transferlab", {})
         if "strategy" in state:
             self.strategy.load_state_dict(state["strategy"])
-        if (
-            self._trainer is None or self._trainer.state.fn != "fit"
-        ):  # loading weights to test: nothing to resume
-            return
-        self._pending_rng = state.get("rng")
-        for logger in self._csv_loggers():  # the resumed run logs the steps after the checkpoint again
-            logger.truncate(int(checkpoint.get("global_step", 0)))
-
-    def _csv_loggers(self) -> list[CrashSafeCSVLogger]:
-        trainer = self._trainer
-        return [lg for lg in (trainer.loggers if trainer else []) if isinstance(lg, CrashSafeCSVLogger)]
+        checkpoint.get("state_dict", {}).pop("first_loss", None)  # the divergence guard's, before it moved
 
     # ------------------------------------------------------------ optimizer
     def param_groups(self) -> list[dict[str, Any]]:
         """One group per backbone stage (lr scaled by the strategy; with layer decay, per timm layer) and
         one for the head, each split into decayed and non-decayed parameters by timm's rule (biases, norms
-        and the model's `no_weight_decay()`: `strategies.param_groups`). Static strategies list trainable
-        parameters only; gated ones list everything from step 0."""
+        and the model's `no_weight_decay()`): the strategy's `param_groups`."""
         base_lr, weight_decay = _optimizer_defaults(self.optimizer_factory)
-        include = (lambda p: True) if self.strategy.gated else (lambda p: p.requires_grad)
-        groups = build_param_groups(self.backbone, self.head, self.strategy, base_lr, weight_decay, include)
-        self.param_group_record = describe_groups(groups)
-        return groups
+        return self.strategy.param_groups(self.backbone, self.head, base_lr, weight_decay)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.param_groups())
+        groups = self.param_groups()
+        self.param_group_record = describe_groups(groups)  # before a schedule changes the rates
+        optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=self.planned_steps())
@@ -445,3 +371,16 @@ def _default_optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:
 def _optimizer_defaults(factory: Callable[..., Any]) -> tuple[float, float]:
     keywords = getattr(factory, "keywords", {}) or {}
     return float(keywords.get("lr", 1e-3)), float(keywords.get("weight_decay", 0.01))
+
+
+def describe_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What results.json records of the optimizer's groups: name, lr, weight_decay, parameter names."""
+    return [
+        {
+            "name": g["name"],
+            "lr": g["lr"],
+            "weight_decay": g["weight_decay"],
+            "params": list(g["param_names"]),
+        }
+        for g in groups
+    ]

@@ -55,7 +55,6 @@ def without_search_space(node: DictConfig) -> DictConfig:
     return OmegaConf.create(data)
 
 
-# ----------------------------------------------------------------------------- what a run records
 def compose_dataset(cfg: DictConfig, name: str, overrides: Sequence[str]) -> DictConfig:
     """The `dataset` node that `dataset=<name> <overrides>` gives, with this run's seed and paths (resolved)."""
     composed = compose_train(
@@ -64,6 +63,7 @@ def compose_dataset(cfg: DictConfig, name: str, overrides: Sequence[str]) -> Dic
     return OmegaConf.create(OmegaConf.to_container(composed.dataset, resolve=True))
 
 
+# ----------------------------------------------------------------------------- what a run records
 SECRET_MARKERS = ("API_KEY", "TOKEN", "SECRET", "PASSWORD")
 
 

@@ -23,23 +23,10 @@ from transferlab.core.errors import TransferlabError
 from transferlab.evaluation.calibration import fit_temperature
 from transferlab.evaluation.scoring import confusion, loader_of, predict, scores
 from transferlab.evaluation.sets import EvalSet, build_eval_sets
-from transferlab.evaluation.wise import ANCHOR_FILE, WiseAnchor, curve, interpolate, load_anchor, model_state
+from transferlab.evaluation.wise import ANCHOR_FILE, curve, interpolate, load_anchor, model_state
 
 log = logging.getLogger(__name__)
 OOD_MEAN = "ood_mean"
-
-
-def weight_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
-    """The callbacks weight-space methods need during training (WiSE-FT's anchor, EMA)."""
-    callbacks: list[pl.Callback] = []
-    if (cfg.get("wise") or {}).get("enabled"):
-        callbacks.append(WiseAnchor(out / "checkpoints"))
-    ema = cfg.get("ema") or {}
-    if ema.get("enabled"):
-        from transferlab.run.ema import EMA
-
-        callbacks.append(EMA(decay=float(ema.decay), warmup=bool(ema.get("warmup", True))))
-    return callbacks
 
 
 @dataclass

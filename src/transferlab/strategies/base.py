@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -10,6 +11,7 @@ from torch import nn
 from transferlab.backbones import Backbone
 from transferlab.core.errors import TransferlabError
 from transferlab.core.targets import packaged_name
+from transferlab.strategies.context import RunContext
 
 NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -30,13 +32,12 @@ class TransferStrategy:
     `gated=True` strategies change the trainable set during training: all parameters are then in the
     optimizer from step 0 and the frozen ones are gated (their gradients dropped), so schedulers,
     checkpoint resume and DDP keep working.
+
+    Everything else a strategy does (its initial weights, module, data, fit, export) is a run hook below,
+    called by `run/job.py` in order; a strategy overrides the ones it changes.
     """
 
     gated = False
-    random_init = False
-    joint_source = False  # trains on the source task too (hard parameter sharing)
-    caches_features = False  # the backbone is fixed: its features can be computed once and cached
-    head_solver: str | None = "sgd"  # how the head is fitted: sgd (the training loop), lbfgs or knn
 
     def __init__(
         self,
@@ -106,3 +107,51 @@ class TransferStrategy:
         from transferlab.strategies.export import verify_export
 
         return verify_export(self.name, backbone, self.plain_model(backbone))
+
+    # -------------------------------------------------------------- optimizer
+    def param_groups(self, backbone: Backbone, head: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+        """The optimizer's groups: per stage (scaled by `lr_scales`, timm's decay rules), then the head.
+        Static strategies list what trains; gated ones list everything from step 0."""
+        from transferlab.strategies.param_groups import build_param_groups
+
+        include = (lambda p: True) if self.gated else (lambda p: p.requires_grad)
+        return build_param_groups(backbone, head, self, lr, weight_decay, include)
+
+    # ------------------------------------------------------ run hooks (run/job)
+    # The job calls these in order; each default is what a plain fine-tuning run does, so a strategy
+    # overrides only what it does differently. Whatever a hook did goes into `ctx.record`.
+    def initial_weights(self, requested: Any) -> Any:
+        """The `backbone.pretrained` the run starts from (default: the one asked for)."""
+        return requested
+
+    def build_module(self, ctx: RunContext, backbone: Backbone, **kwargs: Any) -> Any:
+        """The LightningModule that trains (default: a `TransferModule` with one head)."""
+        from transferlab.module import TransferModule
+
+        return TransferModule(backbone, self, **kwargs)
+
+    def prepare_data(self, ctx: RunContext, module: Any) -> Any:
+        """The data module the fit and the test see (default: the target's own)."""
+        return ctx.datamodule
+
+    def callbacks(self) -> list[Any]:
+        """Lightning callbacks this strategy adds to the trainer (default: none)."""
+        return []
+
+    def fit(self, ctx: RunContext, trainer: Any, module: Any, data: Any, ckpt_path: str | None) -> None:
+        """Fit the module (default: Lightning's training loop, continuing from `ckpt_path`)."""
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+
+    def after_test(self, module: Any) -> None:
+        """Undo what `prepare_data` changed in the model, before extra test sets and the export."""
+
+    def extra_metrics(self, module: Any) -> dict[str, float]:
+        """Metrics of the strategy's own, after the test (default: none)."""
+        return {}
+
+    def export(self, module: Any, out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        """Write the head (`head.safetensors`) and the plain backbone; returns the export's record."""
+        from transferlab.backbones.weights import export_backbone, export_head
+
+        export_head(module.head, out)
+        return export_backbone(self.export_model(module.backbone), out, meta)

@@ -24,8 +24,6 @@ class MultiTask(Full):
     with s = 1 (`constant`), 1 - t (`linear`) or (1 + cos(pi t)) / 2 (`cosine`) over training progress t in
     [0, 1]. The target head is tested and exported; the source head is scored on the source test split."""
 
-    joint_source = True
-
     def __init__(
         self,
         source_weight: Annotated[float, Field(ge=0.0)] = 1.0,
@@ -53,3 +51,26 @@ class MultiTask(Full):
         t = min(max(progress, 0.0), 1.0)
         factor = {"constant": 1.0, "linear": 1.0 - t, "cosine": 0.5 * (1.0 + math.cos(math.pi * t))}
         return self.source_weight * factor[self.source_weight_schedule]
+
+    # ---------------------------------------------------------------- run hooks
+    _source = None  # the source task's data module, built with the module
+
+    def build_module(self, ctx: Any, backbone: Any, **kwargs: Any) -> Any:
+        """A `MultiTaskModule` (a head per task) and, beside it, the source task's data (`source.*`)."""
+        from transferlab.strategies.joint import MultiTaskModule, build_source_datamodule
+
+        self._source = build_source_datamodule(ctx.cfg, backbone, ctx.datamodule)
+        return MultiTaskModule(backbone, self, source_classes=self._source.num_classes, **kwargs)
+
+    def prepare_data(self, ctx: Any, module: Any) -> Any:
+        """Training batches of both tasks at once; validation and test are the target's."""
+        from transferlab.strategies.joint import JointDataModule
+
+        return JointDataModule(ctx.datamodule, self._source, self.mode)
+
+    def extra_metrics(self, module: Any) -> dict[str, float]:
+        """`source/acc`: the shared backbone's source head on the source test split."""
+        from transferlab.evaluation.scoring import accuracy
+
+        loader = self._source.eval_dataloader("test")
+        return {"source/acc": accuracy(module.backbone, module.source_head, loader, self._source.num_classes)}

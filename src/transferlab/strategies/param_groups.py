@@ -118,16 +118,3 @@ def head_groups(head: nn.Module, name: str, lr: float, weight_decay: float) -> l
                 }
             )
     return groups
-
-
-def describe_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What results.json records of the optimizer's groups: name, lr, weight_decay, parameter names."""
-    return [
-        {
-            "name": g["name"],
-            "lr": g["lr"],
-            "weight_decay": g["weight_decay"],
-            "params": list(g["param_names"]),
-        }
-        for g in groups
-    ]

@@ -24,7 +24,7 @@ from torch import nn
 from transferlab.core.errors import TransferlabError
 from transferlab.core.targets import packaged_name
 
-TransferModule = Any  # transferlab.module.TransferModule (not imported: it imports this module)
+TransferModule = Any  # transferlab.module.TransferModule: the penalty reads its backbone and head
 log = logging.getLogger(__name__)
 
 
@@ -54,6 +54,40 @@ class Regularizer(nn.Module):
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "training"}
 
+    # What the penalty reads each step, besides the model (declared, so the run need not guess):
+    # "features" (the pooled features), "feature_maps" (stage outputs), "inputs" (the images),
+    # "backbone_weights", "reference_weights" (the starting weights), "reference_network" (a frozen copy).
+    needs: frozenset[str] = frozenset({"inputs", "backbone_weights"})
+
+    @property
+    def works_on_cached_prefix(self) -> bool:
+        """Whether training may skip a frozen prefix (its activations cached): the penalty reads only what
+        comes after it."""
+        return self.needs <= {"features", "logits"}
+
+    def preparation_batches(self) -> int:
+        """How many training batches `prepare` wants (0: none, or already prepared)."""
+        return 0
+
+    def first_batches(self, datamodule: Any) -> list[Any]:
+        """The training batches `prepare` works on (evaluation transform, fixed order), drawn without
+        touching the run's random stream or its loaders."""
+        wanted = self.preparation_batches()
+        if not wanted:
+            return []
+        with torch.random.fork_rng(devices=[]):
+            return list(itertools.islice(iter(datamodule.eval_dataloader("train")), wanted))
+
+    def check(self, module: TransferModule) -> None:
+        """Every regularizer acts through backbone weights that train: refused when none do."""
+        summary = module.strategy_summary()
+        if summary["trainable_backbone_params"] == 0 and not module.strategy.gated:
+            raise TransferlabError(
+                f"regularizer={self.name} regularizes backbone weights, but strategy={module.strategy.name} "
+                "trains none of them (nothing to regularize); use strategy=full, partial, bitfit, lp_ft or "
+                "multitask, or regularizer=none."
+            )
+
 
 class L2SP(Regularizer):
     """L2-SP (Li, Grandvalet & Davoine, ICML 2018, eq. 3):
@@ -77,6 +111,8 @@ class L2SP(Regularizer):
         for name, p in module.backbone.named_parameters():
             self._names.append(name)
             self.register_buffer(f"w0_{len(self._names) - 1}", p.detach().clone())
+
+    needs = frozenset({"backbone_weights", "reference_weights"})
 
     def penalty(self, module: TransferModule, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         params = dict(module.backbone.named_parameters())
@@ -137,6 +173,9 @@ class DELTA(Regularizer):
             self.start.eval()  # the starting network never updates its BatchNorm statistics
         return self
 
+    def preparation_batches(self) -> int:
+        return 0 if bool(self.ready) else self.attention_batches
+
     @torch.no_grad()
     def prepare(self, module: TransferModule, batches: list[Any]) -> None:
         if bool(self.ready) or not batches:
@@ -173,6 +212,8 @@ class DELTA(Regularizer):
             "DELTA: channel attention over %d stage outputs from %d batches.", len(self._layers), len(xs)
         )
 
+    needs = frozenset({"inputs", "feature_maps", "reference_network"})
+
     def penalty(self, module: TransferModule, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             self.start(x)  # fills the starting network's feature maps for this batch
@@ -202,6 +243,8 @@ class BSS(Regularizer):
     ):
         super().__init__(name)
         self.eta, self.k = float(eta), int(k)
+
+    needs = frozenset({"features"})
 
     def penalty(self, module: TransferModule, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         singular = torch.linalg.svdvals(features.float())  # descending
@@ -249,26 +292,3 @@ def _channels(layer: nn.Module) -> int:
     if shape:
         return int(shape[-1])
     return int(next(layer.parameters()).shape[0])
-
-
-def first_batches(datamodule: Any, regularizer: Regularizer) -> list[Any]:
-    """The training batches a regularizer prepares on (evaluation transform, fixed order), drawn without
-    touching the run's random stream or its loaders."""
-    wanted = int(getattr(regularizer, "attention_batches", 0))
-    if not wanted or bool(getattr(regularizer, "ready", True)):
-        return []
-    with torch.random.fork_rng(devices=[]):
-        return list(itertools.islice(iter(datamodule.eval_dataloader("train")), wanted))
-
-
-def check_regularizer(regularizer: Regularizer | None, module: TransferModule) -> None:
-    """A regularizer needs backbone weights that train."""
-    if regularizer is None:
-        return
-    summary = module.strategy_summary()
-    if summary["trainable_backbone_params"] == 0 and not module.strategy.gated:
-        raise TransferlabError(
-            f"regularizer={regularizer.name} regularizes backbone weights, but strategy={module.strategy.name} "
-            "trains none of them (nothing to regularize); use strategy=full, partial, bitfit, lp_ft or multitask, "
-            "or regularizer=none."
-        )

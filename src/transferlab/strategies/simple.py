@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field
 
 from transferlab.backbones import Backbone
+from transferlab.backbones.weights import export_backbone
 from transferlab.core.errors import TransferlabError
 from transferlab.strategies.base import NORM_TYPES, TransferStrategy
+from transferlab.strategies.caching import DIRECT_SOLVERS, feature_cache, fit_head, prefix_cache
+from transferlab.strategies.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +28,6 @@ class LinearProbe(TransferStrategy):
     LP-FT continues from); None picks lbfgs when features are cached, else sgd.
     """
 
-    caches_features = True
     SOLVERS = ("lbfgs", "sgd")
 
     def __init__(self, cache_features: bool | None = None, head_solver: str | None = None, **kwargs: Any):
@@ -38,6 +41,19 @@ class LinearProbe(TransferStrategy):
 
     def trainable_stages(self, n_stages: int, epoch: int) -> set[int]:
         return set()
+
+    def prepare_data(self, ctx: RunContext, module: Any) -> Any:
+        """The frozen features, cached once when `cache_features` says so (`caching.feature_cache`)."""
+        return feature_cache(ctx, self, module)
+
+    def fit(self, ctx: RunContext, trainer: Any, module: Any, data: Any, ckpt_path: str | None) -> None:
+        """`head_solver` lbfgs or knn: the head fitted outright on the cached features (recorded as
+        `probe`), then validated; sgd: the training loop."""
+        if self.head_solver not in DIRECT_SOLVERS:
+            return super().fit(ctx, trainer, module, data, ckpt_path)
+        ctx.record["probe"] = fit_head(module, data, self)
+        trainer.validate(module, datamodule=data, verbose=False)
+        return None
 
 
 class KNN(LinearProbe):
@@ -59,6 +75,10 @@ class KNN(LinearProbe):
             raise TransferlabError(
                 f"strategy.k={self.k} must be at least 1 and strategy.temperature={self.temperature} above 0."
             )
+
+    def export(self, module: Any, out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        """A k-NN has no head to export: the backbone only."""
+        return export_backbone(self.export_model(module.backbone), out, meta)
 
 
 class Partial(TransferStrategy):
@@ -113,6 +133,21 @@ class Partial(TransferStrategy):
     def trainable_stages(self, n_stages: int, epoch: int) -> set[int]:
         return set(range(n_stages - self.k, n_stages))
 
+    _prefix = None  # the frozen prefix skipped while training on its cached activations
+
+    def prepare_data(self, ctx: RunContext, module: Any) -> Any:
+        """The frozen prefix's activations, cached once, when that is exact (`caching.prefix_cache`)."""
+        if self.cache_prefix is False:
+            return ctx.datamodule
+        self._prefix, data = prefix_cache(ctx, self, module)
+        return data
+
+    def after_test(self, module: Any) -> None:
+        """The whole network again (the skipped prefix back), for what follows and the export."""
+        if self._prefix is not None:
+            self._prefix.restore()
+            self._prefix = None
+
     def config(self) -> dict[str, Any]:
         config = super().config()
         config["trainable_stages"] = config.pop("k")
@@ -141,7 +176,10 @@ class Full(TransferStrategy):
 class Scratch(Full):
     """The no-transfer baseline: random initialisation (backbone.pretrained is ignored), all trains."""
 
-    random_init = True
+    def initial_weights(self, requested: Any) -> Any:
+        if requested not in (False, None):
+            log.info("Strategy %s starts from random weights: backbone.pretrained is ignored.", self.name)
+        return False
 
 
 class BitFit(TransferStrategy):

@@ -1,5 +1,6 @@
-"""Hard parameter sharing (`strategy=multitask`): the source task's data beside the target's, and a
-module with a head per task on one shared backbone."""
+"""Hard parameter sharing (`strategy=multitask`): the source task's data beside the target's
+(`build_source_datamodule`, `JointDataModule`) and a module with a head per task on one shared backbone
+(`MultiTaskModule`). The `MultiTask` strategy's hooks build them."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from torchmetrics.classification import MulticlassAccuracy
 from transferlab.backbones import Backbone
 from transferlab.core.config import compose_dataset
 from transferlab.core.errors import TransferlabError, instantiate
-from transferlab.data import ImageFolderDataModule
 from transferlab.module import TransferModule
 from transferlab.strategies.param_groups import head_groups
 
 
-def build_source_datamodule(cfg: DictConfig, backbone: Backbone, target: ImageFolderDataModule):
+def build_source_datamodule(cfg: DictConfig, backbone: Backbone, target: Any):
     """The source task's data for joint training, checked against what the backbone gets."""
     source = cfg.get("source") or {}
     name = source.get("dataset")
@@ -56,7 +56,7 @@ class JointDataModule(pl.LightningDataModule):
     """Training batches of both tasks at once ({"target": batch, "source": batch}, Lightning's
     `CombinedLoader` in `mode`); validation and test are the target's."""
 
-    def __init__(self, target: ImageFolderDataModule, source: ImageFolderDataModule, mode: str):
+    def __init__(self, target: Any, source: Any, mode: str):
         super().__init__()
         self.target, self.source, self.mode = target, source, mode
 
@@ -89,8 +89,8 @@ class MultiTaskModule(TransferModule):
         self.source_train_acc = MulticlassAccuracy(source_classes, average="micro")
         self.source_train_acc.persistent(True)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        target_loss = super().training_step(batch["target"], batch_idx)
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        out = super().training_step(batch["target"], batch_idx)
         x, y = batch["source"]
         logits = self.source_head(self.backbone(x))
         source_loss = self.criterion(logits, y)
@@ -98,7 +98,7 @@ class MultiTaskModule(TransferModule):
         weight = self.strategy.source_weight_at(self.global_step / max(self.planned_steps() - 1, 1))
         self.log("train/source_loss", source_loss, on_step=True, on_epoch=False, batch_size=len(y))
         self.log("train/source_weight", weight, on_step=True, on_epoch=False, batch_size=len(y))
-        return target_loss + weight * source_loss
+        return {**out, "loss": out["loss"] + weight * source_loss}
 
     def extra_epoch_metrics(self) -> dict[str, float]:
         value = float(self.source_train_acc.compute())
