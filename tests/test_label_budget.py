@@ -113,6 +113,9 @@ def test_cv_folds_never_share_an_image_between_train_and_validation(folder):
     assert sorted(seen_val) == sorted(budget)  # each labelled image validates in exactly one fold
     with pytest.raises(TransferlabError, match="cv_fold=4: need cv_folds >= 2 and 0 <= cv_fold < cv_folds"):
         _dm(folder, samples_per_class=6, cv_folds=4, cv_fold=4)
+    final = _dm(folder, samples_per_class=6, cv_folds=4, cv_fold=-1, seed=2)  # the final run: all trains
+    assert {p for p, _ in final.splits["train"]} == budget and final.splits["val"] == []
+    assert final.describe()["labels_used"] == 18
     with pytest.raises(TransferlabError, match="validation comes from dataset.val_source=pool"):
         _dm(folder, samples_per_class=6, cv_folds=4, val_source="pool")
 
@@ -135,6 +138,7 @@ def test_cv_folds_tuning_scores_each_trial_by_the_mean_over_its_folds(tmp_path):
         "strategy=linear_probe",
         "tuning.n_trials=2",
         "tuning.cv_folds=2",
+        "tuning.final_seeds=[100]",
         "trainer.enable_progress_bar=false",
         "callbacks=minimal",
         f"hydra.sweep.dir={sweep}",
@@ -143,7 +147,23 @@ def test_cv_folds_tuning_scores_each_trial_by_the_mean_over_its_folds(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    (final,) = [r for r in records if r["tuning"]["phase"] == "final"]
+    records = [r for r in records if r["tuning"]["phase"] == "trial"]
     assert len(records) == 4  # 2 trials x 2 folds
+    # the final run trains on every label of the budget: no validation split, the last epoch tested
+    assert (
+        final["status"] == "ok"
+        and final["data"]["sizes"]["train"] == 50
+        and final["data"]["sizes"]["val"] == 0
+    )
+    assert final["data"]["labels_used"] == 50 and final["data"]["cv"] == {"folds": 2, "fold": -1}
+    assert final["objective"]["selected_at"] == "last epoch" and final["metrics"]["test/acc"] > 0.2
+    assert (
+        final["probe"]["solver"] == "lbfgs, L2 by 5-fold CV on train"
+        and final["probe"]["l2"] in final["probe"]["grid"]
+    )
+    assert "calibration" not in final or not final["calibration"]
+    assert all(r["data"]["sizes"]["val"] == 25 for r in records)  # each fold validates on half the budget
     by_trial: dict[str, list[dict]] = {}
     for r in records:
         assert r["status"] == "ok" and r["data"]["labels_used"] == 50 and r["data"]["val_source"] == "budget"
@@ -158,4 +178,4 @@ def test_cv_folds_tuning_scores_each_trial_by_the_mean_over_its_folds(tmp_path):
     from transferlab.report.collect import load_rows
 
     rows = load_rows(sweep)
-    assert rows["labels_used"].tolist() == [50] * 4 and set(rows["val_source"]) == {"budget"}
+    assert rows["labels_used"].tolist() == [50] * 5 and set(rows["val_source"]) == {"budget"}

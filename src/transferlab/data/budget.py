@@ -60,13 +60,20 @@ def quotas(counts: np.ndarray, samples_per_class: int | None, labels_total: int 
     return np.minimum(quota, counts)
 
 
+ALL_TRAIN = -1  # dataset.cv_fold=-1: no fold validates (the final run after cross-validated tuning)
+
+
 def cv_fold_mask(labels: np.ndarray, budget: np.ndarray, folds: int, fold: int, seed: int) -> np.ndarray:
     """The validation mask of fold `fold` of `folds` over the labelled `budget`: each class's images,
     shuffled with `seed`, dealt round-robin to the folds, so every labelled image validates in exactly
-    one fold and no fold shares an image between its training and validation sides."""
+    one fold and no fold shares an image between its training and validation sides. `fold=ALL_TRAIN`
+    (the final run after cross-validated tuning) validates on nothing: the whole budget trains."""
+    if int(fold) == ALL_TRAIN and int(folds) >= 2:
+        return np.zeros(len(labels), bool)
     if int(folds) < 2 or not 0 <= int(fold) < int(folds):
         raise TransferlabError(
-            f"dataset.cv_folds={folds}, dataset.cv_fold={fold}: need cv_folds >= 2 and 0 <= cv_fold < cv_folds."
+            f"dataset.cv_folds={folds}, dataset.cv_fold={fold}: need cv_folds >= 2 and 0 <= cv_fold < cv_folds "
+            "(or cv_fold=-1: no fold validates, the whole budget trains)."
         )
     rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), bool)

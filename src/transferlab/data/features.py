@@ -120,6 +120,10 @@ class CachedFeatures(pl.LightningDataModule):
             for x, y in self.datamodule.eval_dataloader(split):
                 features.append(self.compute(x.to(self.device)).float().cpu())
                 labels.append(y)
+            if not features:  # an empty split (no validation: a final run after tuning.cv_folds)
+                x, y = next(iter(self.datamodule.eval_dataloader("train")))
+                features.append(self.compute(x[:1].to(self.device)).float().cpu()[:0])
+                labels.append(torch.as_tensor(y)[:0])
         finally:
             self.backbone.train(was_training).to(original)
         return torch.cat(features), torch.cat(labels)

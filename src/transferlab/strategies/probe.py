@@ -49,6 +49,23 @@ def _lbfgs(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: 
     return head, calls
 
 
+def _cv_accuracy(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int, folds: int = 5):
+    """Mean held-out accuracy of the L2 fit over `folds` folds of (x, y) (each class dealt round-robin)."""
+    fold = torch.zeros(len(y), dtype=torch.long)
+    for label in y.unique():
+        members = torch.nonzero(y == label).flatten()
+        fold[members] = torch.arange(len(members)) % folds
+    accuracies, calls = [], 0
+    for k in range(folds):
+        held = fold == k
+        if not held.any() or held.all():
+            continue
+        head, n = _lbfgs(x[~held], y[~held], classes, l2, max_iter)
+        calls += n
+        accuracies.append(_accuracy(head, x[held], y[held]))
+    return (sum(accuracies) / len(accuracies) if accuracies else 0.0), calls
+
+
 @torch.no_grad()
 def _accuracy(head: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((head(x).argmax(dim=1) == y).float().mean()) if len(y) else 0.0
@@ -61,18 +78,25 @@ def fit_linear_head(
     grid: tuple[float, ...] = DEFAULT_GRID,
     max_iter: int = 100,
 ) -> tuple[nn.Linear, ProbeFit]:
-    """Logistic regression on standardized features, L2 chosen on `val` (ties: the stronger L2)."""
+    """Logistic regression on standardized features, L2 chosen on `val` (ties: the stronger L2); with
+    no validation images (a final run after `tuning.cv_folds`), by 5-fold cross-validation on `train`."""
     x, y = train[0].float(), train[1].long()
     mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-6)
     standard = (x - mean) / std
     val_standard = (val[0].float() - mean) / std
-    fit = ProbeFit("lbfgs", l2=math.nan, grid=list(grid))
+    fit = ProbeFit(
+        "lbfgs" if len(val[1]) else "lbfgs, L2 by 5-fold CV on train", l2=math.nan, grid=list(grid)
+    )
     best: tuple[float, float, nn.Linear] | None = None
     with torch.random.fork_rng(devices=[]):
         for l2 in grid:
             head, calls = _lbfgs(standard, y, classes, l2, max_iter)
             fit.iterations += calls
-            accuracy = _accuracy(head, val_standard, val[1].long())
+            if len(val[1]):
+                accuracy = _accuracy(head, val_standard, val[1].long())
+            else:
+                accuracy, calls = _cv_accuracy(standard, y, classes, l2, max_iter)
+                fit.iterations += calls
             fit.val_acc.append(accuracy)
             if best is None or accuracy >= best[0]:
                 best = (accuracy, l2, head)

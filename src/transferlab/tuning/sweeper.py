@@ -300,6 +300,8 @@ class OptunaSweeperImpl(Sweeper):
 
     # ------------------------------------------------------------------------------ final runs
     def _final_runs(self, studies: list[ArmStudy]) -> list[list[str]]:
+        from transferlab.tuning.cv import final_overrides
+
         done = finished_finals(self.sweep_dir)
         jobs = []
         for s in studies:
@@ -312,7 +314,7 @@ class OptunaSweeperImpl(Sweeper):
                     log.info("Final run %s seed %d already finished: skipped.", s.name, seed)
                     continue
                 jobs.append(_best_job(s, best, {"seed": str(seed)}))
-        return jobs
+        return [[*job, *final_overrides(self.config)] for job in jobs]  # cv: the whole budget trains
 
     def _soup_runs(self, studies: list[ArmStudy]) -> list[list[str]]:
         """tuning.soup=greedy: per arm, one job averaging its trials (`evaluation/soup.py`) with the best
