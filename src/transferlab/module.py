@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from transferlab.backbones import Backbone
 from transferlab.core.faults import crash_point
+from transferlab.core.names import BEST_VAL_ACC, LOSS, TRAIN_EPOCH_LOSS, TRAIN_STEP_LOSS
 from transferlab.metrics import build_metrics
 
 log = logging.getLogger(__name__)
@@ -184,11 +185,11 @@ class TransferModule(pl.LightningModule):
         """What the fit leaves in the record: the best validation accuracy (kept in checkpoints, so a run
         resumed after its last epoch reports it too)."""
         best = float(self.val_acc_best.max_value)  # the metric's state; -inf before any validation
-        return {"val/acc_best": best} if math.isfinite(best) else {}
+        return {BEST_VAL_ACC: best} if math.isfinite(best) else {}
 
     def validation_metric_names(self) -> list[str]:
         """Every metric logged under `val/` (what `optimized_metric` may name)."""
-        return sorted([*self.val_metrics.keys(keep_base=False), "val/loss", "val/acc_best"])
+        return sorted([*self.val_metrics.keys(keep_base=False), f"val/{LOSS}", BEST_VAL_ACC])
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameters now, the head included."""
@@ -219,7 +220,7 @@ class TransferModule(pl.LightningModule):
     def _log_epoch(self, stage: str, metrics: MetricCollection) -> None:
         # Logged once per epoch (Lightning computes, syncs across processes and resets them).
         self.log_dict(metrics, prog_bar=stage != "train")
-        name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"  # train/loss is per step
+        name = TRAIN_EPOCH_LOSS if stage == "train" else f"{stage}/{LOSS}"  # train/loss is per step
         self.log(name, getattr(self, f"{stage}_loss"), prog_bar=stage != "train")
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -232,7 +233,7 @@ class TransferModule(pl.LightningModule):
             self.log("train/reg", reg, on_step=True, on_epoch=False, batch_size=len(batch[1]))
             loss = loss + reg
         # `train/loss` per step (the contract's name); its epoch mean at the epoch end
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch[1]))
+        self.log(TRAIN_STEP_LOSS, loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch[1]))
         return {"loss": loss, "task_loss": task_loss.detach()}
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -282,7 +283,7 @@ class TransferModule(pl.LightningModule):
         if self.train_loss.weight == 0:  # no training batch this epoch
             return
         values = {name: float(value) for name, value in self.train_metrics.compute().items()}
-        values["train/loss_epoch"] = float(self.train_loss.compute())
+        values[TRAIN_EPOCH_LOSS] = float(self.train_loss.compute())
         if self.regularizer is not None:
             values["train/reg_epoch"] = float(self.train_reg.compute())
             self.train_reg.reset()
@@ -300,7 +301,7 @@ class TransferModule(pl.LightningModule):
             return
         self.val_acc_best(self.val_metrics["acc"].compute())
         self._log_epoch("val", self.val_metrics)
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+        self.log(BEST_VAL_ACC, self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics)
