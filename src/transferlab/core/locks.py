@@ -18,6 +18,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from transferlab.core.errors import TransferlabError
+from transferlab.core.names import RESULTS_FILE
 
 LOCK_FILE = ".lock"
 
@@ -54,7 +55,7 @@ class DirectoryLock:
 
 def holder(directory: Path) -> str:
     """' (pid N on HOST, started TIME)' from a run's results.json or the lock file, or '' when unknown."""
-    for name, since in (("results.json", "started_at"), (LOCK_FILE, "since")):
+    for name, since in ((RESULTS_FILE, "started_at"), (LOCK_FILE, "since")):
         try:
             owner = json.loads((directory / name).read_text())
             return f" (pid {int(owner['pid'])} on {str(owner['host'])[:64]}, started {time.ctime(float(owner[since]))})"

@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from transferlab.core.names import RESULTS_FILE
+
 
 def print_summary(record: dict[str, Any], out: Path) -> None:
     """Strategy, backbone, parameters, test metrics and time of one run."""
@@ -30,5 +32,5 @@ def print_summary(record: dict[str, Any], out: Path) -> None:
         table.add_row("train time", f"{record['train_seconds']:.1f} s")
     if record.get("error"):
         table.add_row("error", str(record["error"]))
-    table.add_row("results", str(out / "results.json"))
+    table.add_row("results", str(out / RESULTS_FILE))
     console.print(table)
