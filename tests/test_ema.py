@@ -46,15 +46,17 @@ def test_a_killed_run_with_ema_resumes_bit_identically_and_tests_the_average(tmp
     # what was tested is the average: scoring the checkpoint's averaged weights gives the test accuracy
     from transferlab.core.config import compose_train
     from transferlab.evaluation.scoring import loader_of, predict, scores
-    from transferlab.run import job
+    from transferlab.run import build
+    from transferlab.strategies import build_strategy
+    from transferlab.strategies.context import RunContext
 
     from .test_faults import RUN
 
     cfg = compose_train([*RUN, *ema], output_dir=killed)
-    strategy = job.build_strategy(cfg.strategy)
-    backbone = job._build_backbone(cfg, strategy, False)
-    datamodule = job._build_datamodule(cfg, backbone)
-    module = job._build_module(cfg, backbone, strategy, datamodule, None)
+    strategy = build_strategy(cfg.strategy)
+    backbone = build.build_backbone(cfg, False)
+    datamodule = build.build_datamodule(cfg, backbone)
+    module = build.build_module(cfg, strategy, RunContext(cfg, datamodule, {}), backbone)
     loader = loader_of(datamodule.dataset("test", augment=False), 256)
     module.load_state_dict(average, strict=False)
     assert scores(*predict(module, loader), module.num_classes)["acc"] == record["metrics"]["test/acc"]

@@ -18,8 +18,10 @@ from transferlab.evaluation.scoring import loader_of, predict
 from transferlab.evaluation.sets import build_eval_sets
 from transferlab.evaluation.shifts import SHIFTS
 from transferlab.evaluation.wise import interpolate, load_anchor
-from transferlab.run import job
+from transferlab.run import build
 from transferlab.run.job import train
+from transferlab.strategies import build_strategy
+from transferlab.strategies.context import RunContext
 
 from .conftest import FAST, write_image_folder
 
@@ -29,7 +31,7 @@ SETS = ["rotation", "gaussian_noise", "invert", "blur", "elastic"]
 
 def digits(*overrides: str):
     cfg = compose_train(["eval_sets=digits_shifts", *overrides], output_dir="/tmp/unused")
-    datamodule = job._build_datamodule(cfg, job._build_backbone(cfg, None, False))
+    datamodule = build.build_datamodule(cfg, build.build_backbone(cfg, False))
     return cfg, datamodule
 
 
@@ -146,17 +148,19 @@ def test_wise_endpoints_are_the_starting_and_the_fine_tuned_models(runs):
 
     # alpha 0 is the model the run started from: rebuild it (same seed, same config) before any training
     cfg = compose_train([*FAST, *SMALL, "eval_sets=digits_shifts", "wise.enabled=true"], output_dir=run)
-    strategy = job.build_strategy(cfg.strategy)
+    strategy = build_strategy(cfg.strategy)
     pl.seed_everything(cfg.seed, workers=True)
-    backbone = job._build_backbone(cfg, strategy, job._resolve_pretrained(cfg, strategy, {}))
-    datamodule = job._build_datamodule(cfg, backbone)
-    start = job._build_module(cfg, backbone, strategy, datamodule, None)
+    backbone = build.build_backbone(cfg, build.resolve_pretrained(cfg, strategy, {}, run=None))
+    datamodule = build.build_datamodule(cfg, backbone)
+    start = build.build_module(cfg, strategy, RunContext(cfg, datamodule, {}), backbone)
     loader = loader_of(datamodule.dataset("test", augment=False), 256)
     start_logits, _ = predict(start, loader)
     anchor = load_anchor(run / "checkpoints")["state"]
     tuned = torch.load(shifted["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     for alpha, expected in ((0.0, start_logits), (1.0, None)):
-        model = job._build_module(cfg, job._build_backbone(cfg, strategy, False), strategy, datamodule, None)
+        model = build.build_module(
+            cfg, strategy, RunContext(cfg, datamodule, {}), build.build_backbone(cfg, False)
+        )
         model.load_state_dict(tuned, strict=False)
         if expected is None:
             expected, _ = predict(model, loader)  # the fine-tuned model's own predictions
@@ -255,12 +259,11 @@ def test_lp_ft_interpolates_from_its_probed_model_and_wise_apply_makes_it_the_ru
     assert wise["anchor"] == {"kind": "linear_probe", "epoch": 1, "head": "interpolate"}
     anchor = load_anchor(out / "checkpoints")["state"]
     cfg = compose_train(overrides, output_dir=out)
-    strategy = job.build_strategy(cfg.strategy)
+    strategy = build_strategy(cfg.strategy)
     pl.seed_everything(cfg.seed, workers=True)
-    backbone = job._build_backbone(cfg, strategy, job._resolve_pretrained(cfg, strategy, {}))
-    start = job._build_module(
-        cfg, backbone, strategy, job._build_datamodule(cfg, backbone), None
-    ).state_dict()
+    backbone = build.build_backbone(cfg, build.resolve_pretrained(cfg, strategy, {}, run=None))
+    context = RunContext(cfg, build.build_datamodule(cfg, backbone), {})
+    start = build.build_module(cfg, strategy, context, backbone).state_dict()
     backbone_keys = [k for k in anchor if k.startswith("backbone.")]
     assert all(torch.equal(anchor[k], start[k]) for k in backbone_keys)  # frozen while probing
     assert not torch.equal(anchor["head.1.weight"], start["head.1.weight"])  # the probed head

@@ -149,26 +149,8 @@ class TransferModule(pl.LightningModule):
         return [n for n, p in self.backbone.named_parameters() if id(p) in self._frozen_ids]
 
     def strategy_summary(self) -> dict[str, Any]:
-        """Per-stage trainable parameters, frozen stages and the BatchNorm policy."""
-        stages = []
-        for stage, params in zip(self.backbone.stages, self.backbone.stage_parameters(), strict=True):
-            trainable = sum(p.numel() for p in params if id(p) not in self._frozen_ids)
-            stages.append(
-                {"name": stage.name, "params": sum(p.numel() for p in params), "trainable": trainable}
-            )
-        frozen_params = sum(p.numel() for p in self.backbone.parameters() if id(p) in self._frozen_ids)
-        backbone_total = sum(p.numel() for p in self.backbone.parameters())
-        return {
-            "name": self.strategy.name,
-            "config": self.strategy.config(),
-            "stages": stages,
-            "frozen_stages": [s["name"] for s in stages if s["trainable"] == 0],
-            "frozen_params": frozen_params,
-            "trainable_backbone_params": backbone_total - frozen_params,
-            "bn_policy": _bn_policy(frozen_params, self.strategy.train_bn),
-            "lr_scales": self.strategy.lr_scales(len(stages)),
-            "gated": self.strategy.gated,
-        }
+        """Per-stage trainable parameters, frozen stages and the BatchNorm policy (`strategy.summary`)."""
+        return self.strategy.summary(self.backbone, self._frozen_ids)
 
     def replace_head(self, head: nn.Module) -> None:
         """Use a head fitted outside the training loop (an L-BFGS probe's Linear, a k-NN)."""
@@ -355,14 +337,6 @@ class TransferModule(pl.LightningModule):
             batches = min(batches, int(trainer.fast_dev_run))
             return math.ceil(batches / trainer.accumulate_grad_batches)
         return math.ceil(batches / trainer.accumulate_grad_batches) * max(int(trainer.max_epochs or 1), 1)
-
-
-def _bn_policy(frozen_params: int, train_bn: bool) -> str:
-    if frozen_params == 0:
-        return "nothing frozen: every BatchNorm layer trains"
-    if train_bn:
-        return "frozen BatchNorm layers train (running statistics updated)"
-    return "frozen BatchNorm layers in eval mode (running statistics untouched)"
 
 
 def _default_optimizer(params: list[dict[str, Any]]) -> torch.optim.Optimizer:

@@ -108,6 +108,28 @@ class TransferStrategy:
 
         return verify_export(self.name, backbone, self.plain_model(backbone))
 
+    def summary(self, backbone: Backbone, frozen: set[int]) -> dict[str, Any]:
+        """Per-stage trainable parameters, frozen stages and the BatchNorm policy, given the ids of the
+        frozen backbone parameters (recorded as `strategy_details`)."""
+        stages = []
+        for stage, params in zip(backbone.stages, backbone.stage_parameters(), strict=True):
+            trainable = sum(p.numel() for p in params if id(p) not in frozen)
+            stages.append(
+                {"name": stage.name, "params": sum(p.numel() for p in params), "trainable": trainable}
+            )
+        frozen_params = sum(p.numel() for p in backbone.parameters() if id(p) in frozen)
+        return {
+            "name": self.name,
+            "config": self.config(),
+            "stages": stages,
+            "frozen_stages": [s["name"] for s in stages if s["trainable"] == 0],
+            "frozen_params": frozen_params,
+            "trainable_backbone_params": sum(p.numel() for p in backbone.parameters()) - frozen_params,
+            "bn_policy": _bn_policy(frozen_params, self.train_bn),
+            "lr_scales": self.lr_scales(len(stages)),
+            "gated": self.gated,
+        }
+
     # -------------------------------------------------------------- optimizer
     def param_groups(self, backbone: Backbone, head: nn.Module, lr: float, weight_decay: float) -> list[dict]:
         """The optimizer's groups: per stage (scaled by `lr_scales`, timm's decay rules), then the head.
@@ -155,3 +177,11 @@ class TransferStrategy:
 
         export_head(module.head, out)
         return export_backbone(self.export_model(module.backbone), out, meta)
+
+
+def _bn_policy(frozen_params: int, train_bn: bool) -> str:
+    if frozen_params == 0:
+        return "nothing frozen: every BatchNorm layer trains"
+    if train_bn:
+        return "frozen BatchNorm layers train (running statistics updated)"
+    return "frozen BatchNorm layers in eval mode (running statistics untouched)"
