@@ -161,3 +161,21 @@ def test_candidate_specs_resolve_to_backbone_configs(source_run):
     assert run.head_file == source_run / "head.safetensors" and 0 <= run.source_acc <= 1
     with pytest.raises(TransferlabError, match="selection.candidates is empty"):
         resolve([], base)
+
+
+def test_a_score_that_needs_more_images_is_left_empty_with_its_reason(tmp_path):
+    cfg = _select(
+        tmp_path / "sel",
+        "selection.candidates=[random]",
+        "selection.scores=[logme,knn,linear_probe]",
+        "dataset.samples_per_class=2",  # one trains, one validates: one training image per class
+    )
+    row = run_selection(cfg).iloc[0]
+    assert row["train_samples"] == 5 and np.isfinite(row["logme"])
+    assert (
+        np.isnan(row["knn"])
+        and "knn: k=5 must be between 1 and the number of samples minus one" in row["note"]
+    )
+    assert (
+        np.isnan(row["linear_probe"]) and "linear_probe: linear_probe_score needs at least 2" in row["note"]
+    )

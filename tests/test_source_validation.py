@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from transferlab.core.errors import TransferlabError
 from transferlab.sources.agreement import agreement, correlation
-from transferlab.sources.validate import CSV, JSON, RUNS, arm_name
+from transferlab.sources.validate import CSV, JSON, RUNS, arm_name, arms
 
 from .conftest import compose_cfg, run_cli
 
@@ -42,6 +43,30 @@ def test_overlapping_seeds_give_wide_intervals():
     assert (r["r"], r["r_low"], r["r_high"]) == (pytest.approx(1.0), pytest.approx(-1.0), pytest.approx(1.0))
 
 
+def test_arms_are_candidates_by_strategies_and_the_scratch_baseline():
+    from transferlab.sources.candidates import Candidate
+
+    near = Candidate("zoo:near", {"name": "simple_cnn", "pretrained": "/runs/near", "kwargs": {}})
+    rnd = Candidate("random", {"name": "simple_cnn", "pretrained": False, "kwargs": {}})
+    found = arms([near, rnd], ["linear_probe", "full"], scratch=True)
+    assert list(found) == [
+        "scratch",
+        "zoo_near-linear_probe",
+        "zoo_near-full",
+        "random-linear_probe",
+        "random-full",
+    ]
+    assert found["zoo_near-full"] == (
+        "zoo:near",
+        "full",
+        ["strategy=full", "backbone.name=simple_cnn", "backbone.pretrained=/runs/near"],
+    )
+    assert found["random-linear_probe"][2][-1] == "backbone.pretrained=false"
+    assert found["scratch"][2] == ["strategy=scratch", "backbone.pretrained=false"]
+    with pytest.raises(TransferlabError, match="give the same arm name zoo_near-full"):
+        arms([near, Candidate("zoo_near", near.backbone)], ["full"])
+
+
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     from transferlab.run.job import train
@@ -60,6 +85,7 @@ def test_validate_tunes_each_candidate_and_scores_the_ranking(source_run, tmp_pa
         "selection.scores=[logme,leep,knn]",
         "validate=true",
         "validation.strategies=[linear_probe]",
+        "validation.scratch=false",
         "validation.bootstrap=300",
         "tuning.n_trials=1",
         "tuning.final_seeds=[100,101,102]",

@@ -143,6 +143,9 @@ def score_candidate(cfg: DictConfig, cand: Candidate, scores: list[str]) -> dict
             row[name] = math.nan
             if "no head" not in " ".join(notes):
                 notes.append("no head: LEEP/NCE need the source classifier")
+        except ValueError as exc:  # too few images for this score (e.g. k-NN with one per class)
+            row[name] = math.nan
+            notes.append(f"{name}: {exc}")
     row.update(
         source_acc=cand.source_acc,
         has_head=probs is not None,

@@ -44,9 +44,17 @@ def arm_name(candidate: str, strategy: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", candidate) + "-" + strategy
 
 
-def arms(candidates: list[Candidate], strategies: list[str]) -> dict[str, tuple[str, str, list[str]]]:
-    """{arm: (candidate, strategy, overrides)}: every candidate's backbone with every strategy."""
+SCRATCH = "scratch"  # the no-transfer arm (validation.scratch): random init, everything trains
+
+
+def arms(
+    candidates: list[Candidate], strategies: list[str], scratch: bool = False
+) -> dict[str, tuple[str, str, list[str]]]:
+    """{arm: (candidate, strategy, overrides)}: every candidate's backbone with every strategy, and with
+    `scratch` the no-transfer baseline (arm and candidate `scratch`, scored by no score)."""
     found: dict[str, tuple[str, str, list[str]]] = {}
+    if scratch:
+        found[SCRATCH] = (SCRATCH, SCRATCH, [f"strategy={SCRATCH}", "backbone.pretrained=false"])
     for cand in candidates:
         backbone = cand.backbone
         pretrained = backbone.get("pretrained")
@@ -125,7 +133,7 @@ def agreements(
 ) -> pd.DataFrame:
     """validation.csv: for each strategy and score, tau, r and regret with intervals."""
     rows = []
-    for strategy, group in runs.groupby("strategy", sort=False):
+    for strategy, group in runs[runs["candidate"] != SCRATCH].groupby("strategy", sort=False):
         accs = {c: g[METRIC].to_numpy() for c, g in group.groupby("candidate", sort=False)}
         for score in scores:
             values = table.set_index("candidate")[score].astype(float)
@@ -158,7 +166,7 @@ def run_validation(
         for c in candidates
         if c.name in set(table.loc[~table["note"].astype(str).str.startswith("error:"), "candidate"])
     ]
-    found = arms(scored, strategies)
+    found = arms(scored, strategies, scratch=bool(opts.get("scratch", True)))
     out = Path(cfg.paths.output_dir)
     sweep_dir = out / SWEEP
     command = sweep_command(cfg, found, sweep_dir)
@@ -190,7 +198,7 @@ def run_validation(
             "metric": METRIC,
         },
     )
-    _print(result, seconds)
+    _print(result, runs, seconds)
     return result
 
 
@@ -205,7 +213,13 @@ def _write(out: Path, result: pd.DataFrame, runs: pd.DataFrame, facts: dict[str,
         f.write("\n")
 
 
-def _print(result: pd.DataFrame, seconds: float) -> None:
+def _print(result: pd.DataFrame, runs: pd.DataFrame, seconds: float) -> None:
+    truth = runs.groupby(["candidate", "strategy"], sort=False)[METRIC].agg(["mean", "min", "max", "size"])
+    print(f"\nTuned {METRIC} of every candidate (mean, min-max over the final seeds):")
+    for (candidate, strategy), row in truth.iterrows():
+        print(
+            f"  {candidate:<20} {strategy:<13} {row['mean']:.3f} [{row['min']:.3f}, {row['max']:.3f}] n={row['size']}"
+        )
     print(
         f"\nScores against tuned {METRIC} ({seconds:.0f} s of tuning and final runs; 95% bootstrap intervals over seeds):"
     )
