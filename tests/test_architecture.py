@@ -107,7 +107,7 @@ LAYERS = [
     {"run"},  # one job: build, fit, test, record
     {"sources"},  # source selection: runs jobs to score candidates
     {"report"},  # sweep directories -> tables and plots
-    {"train", "stages", "demo", "__init__"},  # entry points
+    {"train", "stages", "demo", "demo_sources", "__init__"},  # entry points
     {"select", "sweep_all"},  # entry points over entry points (select runs train's jobs)
 ]
 
