@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 # One intra-op thread per process (before numpy and torch load): `make test` runs two pytest workers on
@@ -119,3 +123,52 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def fork_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, module: str = "transferlab.train"
+) -> subprocess.CompletedProcess:
+    """`run_cli` for tests about what a command does, not about starting a process: `module.main()` with
+    ARGS as its command line (sys.argv), in a fork of this process (the libraries are loaded already; the
+    child's state dies with it), its stdout and stderr in files."""
+    logs = Path(tempfile.mkdtemp(prefix="fork-cli-"))
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        _fork_child(module, list(args), cwd, env or {}, logs)
+    deadline = time.monotonic() + timeout
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired([module, *args], timeout)
+        time.sleep(0.02)
+    code = os.waitstatus_to_exitcode(done[1])
+    out, err = ((logs / name).read_text() for name in ("stdout", "stderr"))
+    return subprocess.CompletedProcess([module, *args], code, out, err)
+
+
+def _fork_child(module: str, args: list[str], cwd: Path, env: dict, logs: Path) -> None:
+    code = 1
+    try:
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(logs / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the child's own streams
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        os.chdir(cwd)
+        os.environ.update(env)
+        if "torch" in sys.modules:  # OpenMP's thread pool does not survive fork
+            sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        sys.argv = [module, *args]
+        try:
+            importlib.import_module(module).main()
+            code = 0
+        except SystemExit as exc:  # as the interpreter would exit
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

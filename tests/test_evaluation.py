@@ -282,10 +282,10 @@ def test_lp_ft_interpolates_from_its_probed_model_and_wise_apply_makes_it_the_ru
 
 @pytest.mark.slow
 def test_greedy_soup_is_an_arm_never_below_its_best_ingredient_on_validation(tmp_path):
-    from .conftest import REPO, run_cli
+    from .conftest import REPO, fork_cli
 
     sweep = tmp_path / "sweep"
-    out = run_cli(
+    out = fork_cli(  # the whole -m sweep and its report, without a fresh interpreter
         "-m",
         "hparams_search=optuna",
         "tuning.arms=[full,linear_probe]",

@@ -10,7 +10,7 @@ import pytest
 
 from transferlab.run.job import train
 
-from .conftest import REPO, run_cli, write_image_folder
+from .conftest import REPO, fork_cli, write_image_folder
 
 DETERMINISTIC = [
     "trainer.deterministic=true",
@@ -53,13 +53,13 @@ def test_sweep_resume_skips_finished_jobs(tmp_path):
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         *QUIET,
     ]
-    first = run_cli(*args, cwd=REPO)
+    first = fork_cli(*args, cwd=REPO)  # the sweep's process: a fork of this one
     assert first.returncode == 1  # one failed job
     job0 = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
     assert json.loads((tmp_path / "sweep" / "1" / "results.json").read_text())["status"] == "failed"
 
     write_image_folder(late)
-    second = run_cli(*args, "resume=true", cwd=REPO)
+    second = fork_cli(*args, "resume=true", cwd=REPO)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     again0 = json.loads((tmp_path / "sweep" / "0" / "results.json").read_text())
     assert again0["started_at"] == job0["started_at"]  # skipped, not re-run
