@@ -295,7 +295,7 @@ def test_an_export_that_differs_from_the_trained_network_fails_loudly(one_thread
             return exact + weight_space, []
 
     backbone = create_backbone("test_nfnet", image_size=32)
-    strategy = PeftEverywhere(rank=2)
+    strategy = PeftEverywhere(rank=2, name="lora")  # a subclass without its own YAML names itself
     strategy.prepare(backbone)
     with torch.no_grad():
         for name, p in backbone.named_parameters():
