@@ -263,3 +263,16 @@ def test_hf_memory_maps_its_earlier_arrow_files_while_the_folder_is_unchanged(tm
         damage()
         again = hf()
         assert again.loaded_from == "load_dataset" and again.split_hash("test") == third.split_hash("test")
+
+
+def test_a_shifted_test_set_over_shards_is_refused_before_reading(tmp_path):
+    from omegaconf import OmegaConf
+
+    from transferlab.evaluation.sets import build_eval_sets
+
+    root = write_image_folder(tmp_path / "images", per_class=3)
+    pack(root, tmp_path / "shards", shard_size=4)
+    module = ShardDataModule(urls=str(tmp_path / "shards"), image_size=16, num_workers=0)
+    cfg = OmegaConf.create({"eval_sets": {"rotation": {"shift": "rotation"}}, "seed": 0})
+    with pytest.raises(TransferlabError, match=r"eval_sets.rotation: shifts need a dataset .* streams them"):
+        build_eval_sets(cfg, module)

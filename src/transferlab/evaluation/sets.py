@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from transferlab.core.errors import TransferlabError, instantiate
 from transferlab.data.image_folder import ImageDataset, read_file, scan_class_folders
+from transferlab.data.sources import StreamingSource
 from transferlab.evaluation.shifts import Shift, ShiftedDataset
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -67,7 +68,7 @@ def build_eval_sets(cfg: DictConfig, datamodule: Any) -> list[EvalSet]:
 
 def _shifted(cfg, datamodule, spec: dict[str, Any], where: str) -> tuple[Dataset, dict[str, Any]]:
     shift = Shift.of(spec, where)
-    if not hasattr(datamodule, "splits") or not hasattr(datamodule, "read"):
+    if not hasattr(datamodule, "splits") or isinstance(getattr(datamodule, "source", None), StreamingSource):
         raise TransferlabError(
             f"{where}: shifts need a dataset whose test images can be read one by one; dataset="
             f"{getattr(datamodule, 'name', '?')} streams them. Use eval_sets=none, or an image folder or HF dataset."
