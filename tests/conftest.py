@@ -132,9 +132,7 @@ def fork_cli(
     ARGS as its command line (sys.argv), in a fork of this process (the libraries are loaded already; the
     child's state dies with it), its stdout and stderr in files."""
     logs = Path(tempfile.mkdtemp(prefix="fork-cli-"))
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        _fork_child(module, list(args), cwd, env or {}, logs)
+    pid = fork_start(*args, cwd=cwd, env=env, module=module, logs=logs)
     deadline = time.monotonic() + timeout
     while not (done := os.waitpid(pid, os.WNOHANG))[0]:
         if time.monotonic() > deadline:
@@ -147,11 +145,26 @@ def fork_cli(
     return subprocess.CompletedProcess([module, *args], code, out, err)
 
 
-def _fork_child(module: str, args: list[str], cwd: Path, env: dict, logs: Path) -> None:
+def fork_start(
+    *args: str,
+    cwd: Path,
+    env: dict | None = None,
+    module: str = "transferlab.train",
+    logs: Path | None = None,
+) -> int:
+    """`fork_cli` without waiting: the child's pid (its output in `logs`, or discarded)."""
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        _fork_child(module, list(args), cwd, env or {}, logs)
+    return pid
+
+
+def _fork_child(module: str, args: list[str], cwd: Path, env: dict, logs: Path | None) -> None:
     code = 1
     try:
         for fd, name in ((1, "stdout"), (2, "stderr")):
-            os.dup2(os.open(logs / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            path = logs / name if logs else os.devnull
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the child's own streams
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         os.chdir(cwd)
@@ -159,6 +172,7 @@ def _fork_child(module: str, args: list[str], cwd: Path, env: dict, logs: Path) 
         if "torch" in sys.modules:  # OpenMP's thread pool does not survive fork
             sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         sys.argv = [module, *args]
+        pools = _worker_pool()
         try:
             importlib.import_module(module).main()
             code = 0
@@ -166,9 +180,18 @@ def _fork_child(module: str, args: list[str], cwd: Path, env: dict, logs: Path) 
             if isinstance(exc.code, str):
                 print(exc.code, file=sys.stderr)
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:  # what the interpreter's exit does for joblib's worker processes (os._exit skips it)
+            if _worker_pool() not in (None, pools):
+                _worker_pool().shutdown(wait=True)
     except BaseException:
         traceback.print_exc()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _worker_pool():
+    """joblib's reusable pool of worker processes (hydra/launcher=local), if one was started."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    return getattr(loky, "_executor", None)

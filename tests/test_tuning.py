@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from transferlab.run.job import train
 from transferlab.train import task
 from transferlab.tuning.storage import open_storage
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, fork_cli, fork_start, run_cli
 
 TINY = ["dataset.classes=[0,1,2]", "trainer.max_epochs=2"]
 QUIET = ["trainer.enable_progress_bar=false", "callbacks=minimal"]
@@ -124,7 +122,7 @@ def test_demo_tunes_on_validation_and_tests_fresh_seeds_once(tmp_path):
 @pytest.mark.slow
 def test_pruned_trials_in_parallel_processes_reach_the_study_on_disk(tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_cli(
+    out = fork_cli(  # the sweep's process is a fork of this one; joblib's trial processes are fresh
         "hparams_search=optuna",
         *TINY,
         "tuning.n_trials=2",
@@ -158,23 +156,18 @@ def test_interrupted_study_resumes_without_repeating_finished_trials(tmp_path):
         "tuning.prune=false",
     ]
     args += [f"hydra.sweep.dir={sweep}", *QUIET]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "transferlab.train", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    pid = fork_start(*args, cwd=REPO)  # the sweep's process: a fork of this one, as killable as any
     deadline = time.time() + 240
     while len([p for p in sweep.glob("*/results.json") if '"ok"' in p.read_text()]) < 2:
-        assert proc.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+        ended = os.waitpid(pid, os.WNOHANG)[0]
+        assert not ended and time.time() < deadline, "the sweep ended before it could be killed"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)  # the sweep process and the trial it runs die together
-    proc.wait()
+    os.kill(pid, signal.SIGKILL)  # the sweep process and the trial it runs die together
+    os.waitpid(pid, 0)
     before = {r["tuning"]["trial"]: r for r in trial_records(sweep)}
     assert len(before) == 2
 
-    out = run_cli(*args, cwd=REPO)
+    out = fork_cli(*args, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     after = [r for r in trial_records(sweep)]
     for number, record in before.items():  # finished trials kept, not run again
