@@ -24,7 +24,7 @@ from transferlab.data.digits import materialize_digits
 from transferlab.data.shards import pack
 from transferlab.run.job import train
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, fork_cli
 
 pytestmark = pytest.mark.slow
 
@@ -137,20 +137,17 @@ def test_killed_sweep_parent_resumes_the_sweep(tmp_path, reference):
     """The process running a -m sweep is killed inside its second job; the rerun finishes both."""
     sweep = tmp_path / "sweep"
     args = ["-m", *RUN, "seed=3,4", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "transferlab.train", *args],
-        cwd=REPO,
-        env={**os.environ, ENV: "train_step@16", "OMP_NUM_THREADS": "1"},  # 4th step of the 2nd job
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.wait(timeout=300) == 137
+    # the sweep's process: a fork of this one (no second import of the libraries), crashed like the rest
+    killed = fork_cli(
+        *args, cwd=REPO, env={ENV: "train_step@16", "OMP_NUM_THREADS": "1"}
+    )  # 2nd job, 4th step
+    assert killed.returncode == 137
     first = json.loads((sweep / "0" / "results.json").read_text())
     assert (
         first["status"] == "ok"
         and json.loads((sweep / "1" / "results.json").read_text())["status"] == "running"
     )
-    out = run_cli(*args, "resume=true", cwd=REPO, env={"OMP_NUM_THREADS": "1"})
+    out = fork_cli(*args, "resume=true", cwd=REPO, env={"OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert json.loads((sweep / "0" / "results.json").read_text())["started_at"] == first["started_at"]  # kept
     assert_same_as(sweep / "0", reference)
