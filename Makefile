@@ -26,8 +26,9 @@ $(STAMP): $(RUN_STAMP)
 
 install: $(STAMP) ## Create .venv and install transferlab with dev tools (re-runs only when pyproject.toml changed)
 
-demo: $(RUN_STAMP) ## The main job, offline: source pretraining, strategy comparison on the target, report
+demo: $(RUN_STAMP) ## The main job, offline: source pretraining, strategy comparison on the target, report; then which source
 	$(PY) -m transferlab.demo $(ARGS)
+	$(PY) -m transferlab.demo_sources
 
 train: $(RUN_STAMP) ## One run: make train ARGS="strategy=partial backbone=resnet18"
 	$(PY) -m transferlab.train $(ARGS)

@@ -133,3 +133,22 @@ def test_validate_tunes_each_candidate_and_scores_the_ranking(source_run, tmp_pa
     assert "hparams_search=optuna" in facts["command"] and facts["tuning"]["final_seeds"] == [100, 101, 102]
     assert [a["score"] for a in facts["agreement"]] == ["logme", "leep", "knn"]
     assert "tau" in done.stdout and "regret" in done.stdout
+
+
+def test_the_demo_says_how_each_source_stands_against_scratch():
+    from transferlab.demo_sources import verdicts
+
+    columns = ["arm", "mean", "ci_low", "ci_high", "baseline", "diff_mean", "p_holm"]
+    comparison = pd.DataFrame(
+        [
+            ["zoo_inverted-linear_probe", 0.85, 0.80, 0.90, "scratch", 0.20, 0.004],
+            ["scratch", 0.65, 0.55, 0.75, "scratch", np.nan, np.nan],
+            ["zoo_near-linear_probe", 0.46, 0.33, 0.59, "scratch", -0.19, 0.03],
+            ["zoo_random-linear_probe", 0.62, 0.48, 0.75, "scratch", -0.03, 0.22],
+        ],
+        columns=columns,
+    )
+    lines = verdicts(comparison)
+    assert "significantly better than scratch (+0.200, Holm p = 0.004)" in lines[0]
+    assert "<- no transfer" in lines[1]
+    assert "significantly worse than scratch" in lines[2] and "tied with scratch" in lines[3]

@@ -218,7 +218,7 @@ def _print(result: pd.DataFrame, runs: pd.DataFrame, seconds: float) -> None:
     print(f"\nTuned {METRIC} of every candidate (mean, min-max over the final seeds):")
     for (candidate, strategy), row in truth.iterrows():
         print(
-            f"  {candidate:<20} {strategy:<13} {row['mean']:.3f} [{row['min']:.3f}, {row['max']:.3f}] n={row['size']}"
+            f"  {candidate:<20} {strategy:<13} {row['mean']:.3f} [{row['min']:.3f}, {row['max']:.3f}] n={int(row['size'])}"
         )
     print(
         f"\nScores against tuned {METRIC} ({seconds:.0f} s of tuning and final runs; 95% bootstrap intervals over seeds):"
