@@ -82,6 +82,9 @@ def test_demo_tunes_on_validation_and_tests_fresh_seeds_once(tmp_path):
         "tuning.final_seeds=[100,101]",
         "trainer.max_epochs=2",
         "source.overrides=['trainer.max_epochs=2']",
+        # the jobs in the sweep's process (the demo's two joblib workers would import the libraries again
+        # each; the joblib launcher is tested in test_sweep and with Optuna below)
+        "hydra/launcher=basic",
         cwd=REPO,
         module="transferlab.demo",
         env={"TRANSFERLAB_OUTPUTS": str(tmp_path)},
