@@ -153,6 +153,9 @@ def fork_start(
     logs: Path | None = None,
 ) -> int:
     """`fork_cli` without waiting: the child's pid (its output in `logs`, or discarded)."""
+    import transferlab.run.job  # noqa: F401 - what a job imports (torch, Lightning, timm): once, here
+    import transferlab.train  # noqa: F401
+
     pid = os.fork()
     if pid == 0:  # the child never returns into pytest
         _fork_child(module, list(args), cwd, env or {}, logs)

@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 
 from transferlab.report import build_report
 
-from .conftest import REPO, run_cli, write_image_folder
+from .conftest import REPO, fork_cli, run_cli, write_image_folder
 
 pytestmark = pytest.mark.slow
 QUIET = ["trainer.enable_progress_bar=false", "callbacks=minimal"]
@@ -27,9 +27,12 @@ def results(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
 
 
-def run_sweep(log_dir: Path, *args: str, experiment: str = "default", expect: int = 0):
-    """`python -m transferlab.train -m ARGS` writing under `log_dir`; returns (process, sweep directory)."""
-    out = run_cli("-m", *args, f"paths.log_dir={log_dir}", *QUIET, cwd=REPO, timeout=600)
+def run_sweep(log_dir: Path, *args: str, experiment: str = "default", expect: int = 0, fresh: bool = False):
+    """`python -m transferlab.train -m ARGS` writing under `log_dir`; returns (process, sweep directory).
+    The sweep's own process is a fork of this one (no second import of the libraries) unless `fresh`;
+    the processes its launcher starts are processes either way."""
+    cli = run_cli if fresh else fork_cli
+    out = cli("-m", *args, f"paths.log_dir={log_dir}", *QUIET, cwd=REPO, timeout=600)
     assert out.returncode == expect, out.stdout[-3000:] + out.stderr[-3000:]
     (sweep,) = sweep_dirs(log_dir, experiment)
     return out, sweep
@@ -82,7 +85,7 @@ def test_report_has_one_row_per_job_and_the_right_means(tiny_sweep):
 
 def test_report_is_the_same_when_rerun(tiny_sweep):
     before = {p: (tiny_sweep / p).read_bytes() for p in ("report.md", "results.csv")}
-    out = run_cli(str(tiny_sweep), cwd=REPO, module="transferlab.report")
+    out = fork_cli(str(tiny_sweep), cwd=REPO, module="transferlab.report")
     assert out.returncode == 0, out.stderr
     assert {p: (tiny_sweep / p).read_bytes() for p in before} == before
 
@@ -180,6 +183,7 @@ def test_ray_launcher_runs_the_sweep_on_a_local_ray_cluster(tmp_path):
         "+hydra.launcher.ray.init.num_cpus=2",
         "debug=fast",
         "strategy=linear_probe,full",
+        fresh=True,  # Ray's driver: a process of its own
     )
     jobs = results(sweep)
     assert [(r["status"], r["strategy"]) for r in jobs] == [("ok", "linear_probe"), ("ok", "full")]
