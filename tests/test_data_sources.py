@@ -107,6 +107,39 @@ def test_a_new_source_gets_augmentation_loaders_and_the_duplicate_check():
     assert module(hash="stat").duplicates_across_splits is None  # as for folders: no content, no check
 
 
+class ModeSource(ArraySource):
+    """ArraySource's images in another PIL mode (grayscale, 16-bit, palette, RGBA), or as bare arrays."""
+
+    def __init__(self, mode: str | None):
+        super().__init__(per_class=4, test_per_class=2)
+        self.mode = mode
+
+    def read(self, key):
+        image = super().read(key)
+        return np.asarray(image) if self.mode is None else image.convert(self.mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "I", "P", "RGBA", "LA"])
+def test_a_source_reading_non_rgb_images_gets_rgb_tensors(mode):
+    dm = module(ModeSource(mode))
+    x, _ = dm.dataset("test")[0]
+    expected = ArraySource(per_class=4, test_per_class=2).read(dm.splits["test"][0][0]).convert(mode)
+    assert x.shape == (3, 16, 16) and dm.read(dm.splits["test"][0][0]).mode == "RGB"
+    want = torch.from_numpy(np.asarray(expected.convert("RGB"))).permute(2, 0, 1).float() / 255
+    assert torch.allclose(x * 0.5 + 0.5, want, atol=1e-6)  # the RGB conversion of its image, normalized
+    batch, _ = next(iter(dm.eval_dataloader("test")))
+    assert batch.shape == (6, 3, 16, 16)
+
+
+def test_a_source_reading_something_else_than_an_image_is_named_in_one_line():
+    with pytest.raises(TransferlabError) as caught:  # at setup, where the split hashes read every item
+        module(ModeSource(None))
+    message = str(caught.value)
+    assert (
+        "\n" not in message and "ModeSource.read(('train', 0)) returned a ndarray, not a PIL image" in message
+    )
+
+
 USER_MODULE = """
 import numpy as np
 from PIL import Image

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transferlab.core.errors import TransferlabError
 from transferlab.data.loaders import ImageDataset, make_loader, resume_position, worker_context
 from transferlab.data.manifest import Manifest
-from transferlab.data.sources import DataSource, FileChecks, StreamingSource
+from transferlab.data.sources import DataSource, FileChecks, StreamingSource, pil_image
 from transferlab.data.splits import SplitPlan, count_duplicates, plan_splits
 from transferlab.data.transforms import Augment, eval_transform, tensor_transform, train_transform
 
@@ -138,7 +138,7 @@ class DataModule(pl.LightningDataModule):
     # ----------------------------------------------------------------- the source, for callers
     def read(self, key: Any) -> Image.Image:
         """One item of the source as an RGB image."""
-        return self.source.read(key)
+        return ReadRGB(self.source)(key)
 
     def where(self, split: str) -> str:
         """Where a split lives, for messages."""
@@ -168,8 +168,9 @@ class DataModule(pl.LightningDataModule):
         if isinstance(self.source, StreamingSource):
             shuffle = split == "train" and augment
             return self.source.stream(split, self.splits[split], transform, self.seed, shuffle)
-        read = self.source.read_tensor if self.decoder == "torchvision" else self.source.read
-        return ImageDataset(self.splits[split], transform, read)
+        return ImageDataset(
+            self.splits[split], transform, ReadRGB(self.source, self.decoder == "torchvision")
+        )
 
     def _loader(self, split: str, shuffle: bool, augment: bool = True) -> DataLoader:
         position = resume_position(self.trainer) if shuffle else (0, 0)
@@ -250,3 +251,19 @@ def _checked(source: Any) -> DataSource:
             "a class implementing items() and read()."
         )
     return source
+
+
+class ReadRGB:
+    """A source's `read` as the transforms take it: an RGB PIL image (a grayscale, palette, 16-bit or RGBA
+    one converted), or one line naming the source when it returns something else. `tensors`: its
+    `read_tensor` (`dataset.decoder=torchvision`), whose uint8 tensors pass as they are."""
+
+    def __init__(self, source: DataSource, tensors: bool = False):
+        self.source, self.tensors = source, tensors
+
+    def __call__(self, key: Any) -> Any:
+        image = (self.source.read_tensor if self.tensors else self.source.read)(key)
+        if self.tensors and not isinstance(image, Image.Image):
+            return image
+        image = pil_image(self.source, key, image)
+        return image if image.mode == "RGB" else image.convert("RGB")

@@ -124,7 +124,7 @@ class DataSource(ABC):
         source gives a stored fingerprint instead (as the Hugging Face and shard sources do)."""
         rows = []
         for key in keys:
-            image = self.read(key)
+            image = pil_image(self, key, self.read(key))
             digest = hashlib.sha256(f"{image.mode}|{image.size}|".encode())
             digest.update(image.tobytes())
             rows.append(digest.digest())
@@ -166,6 +166,19 @@ class StreamingSource(DataSource):
         """A DataLoader over `stream`. `position`: (epoch, batches done) where a (resumed) fit continues,
         None for evaluation; `kwargs`: seed, batch_size, num_workers, pin_memory, persistent_workers,
         multiprocessing_context."""
+
+
+def pil_image(source: DataSource, key: Key, image: Any) -> Image.Image:
+    """`image`, what `source.read(key)` returned, when it is a PIL image; else one line naming the source."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image
+    cls = type(source)
+    raise TransferlabError(
+        f"dataset.source: {cls.__module__}.{cls.__qualname__}.read({key!r}) returned a "
+        f"{type(image).__name__}, not a PIL image; return e.g. PIL.Image.fromarray(array)."
+    )
 
 
 def source_type(target: Any) -> type[DataSource] | None:
