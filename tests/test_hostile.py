@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,63 @@ def test_a_second_sweep_into_a_live_sweep_directory_is_refused_before_any_job(tm
 def test_multirun_flag_after_overrides_says_to_put_it_first(tmp_path):
     with pytest.raises(TransferlabError, match="-m comes after the override seed=1: put it first"):
         preflight(["seed=1", "-m", "strategy=full,scratch"])
+
+
+# ----------------------------------------------------------------------------- a user's own classes
+USER_CODE = {
+    "door_user.py": """
+import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+from transferlab.strategies import TransferStrategy
+
+
+class Strict(TransferStrategy):
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        name: str
+        train_bn: bool = False
+        backbone_lr_mult: float = 1.0
+        head_lr_mult: float = 1.0
+        layer_decay: float = 1.0
+        width: int = 1
+
+        @field_validator("width")
+        @classmethod
+        def odd(cls, value):
+            raise RuntimeError("width must be odd")
+""",
+    "door_broken.py": "import a_package_nobody_installed\nclass S: pass\n",
+}
+PRECISION = "torchmetrics.classification.MulticlassPrecision"
+USER_DOOR = [
+    (
+        "a module that fails to import",
+        ["strategy._target_=door_broken.S"],
+        "strategy._target_=door_broken.S: importing it failed (ModuleNotFoundError: No module named "
+        "'a_package_nobody_installed')",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def user_code(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user_code")
+    for name, text in USER_CODE.items():
+        (folder / name).write_text(text)
+    sys.path.insert(0, str(folder))
+    yield folder
+    sys.path.remove(str(folder))
+
+
+@pytest.mark.parametrize("name,overrides,named", USER_DOOR, ids=[c[0] for c in USER_DOOR])
+def test_a_users_class_or_metric_that_cannot_work_is_refused_at_the_door(
+    name, overrides, named, user_code, tmp_path
+):
+    out = tmp_path / "run"
+    with pytest.raises(TransferlabError) as caught:
+        preflight(["backbone=simple_cnn", *overrides, f"hydra.run.dir={out}"])
+    assert named in str(caught.value) and one_line(str(caught.value))
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- the data folder

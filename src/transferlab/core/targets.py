@@ -26,11 +26,25 @@ def locate(target: str, where: str) -> Any:
 
     try:
         return _locate(target)
-    except Exception:
+    except Exception as exc:
+        cause = exc.__cause__
+        if cause is not None and not _names_missing_part(cause, target):  # the module exists but fails
+            first = (str(cause).strip().splitlines() or [""])[0]
+            raise TransferlabError(
+                f"{where}._target_={target}: importing it failed ({type(cause).__name__}: {first}); fix "
+                "that module or install what it imports (HYDRA_FULL_ERROR=1 shows the traceback)."
+            ) from None
         raise TransferlabError(
             f"{where}._target_={target}: no such class or function; check its spelling "
             "(HYDRA_FULL_ERROR=1 shows the import error)."
         ) from None
+
+
+def _names_missing_part(error: BaseException, target: str) -> bool:
+    """Whether an import `error` says a part of `target` itself is missing (a typo), rather than
+    something the named module imports."""
+    missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+    return bool(missing) and (target == missing or target.startswith(f"{missing}."))
 
 
 def check_kind(config: Any, kind: type | tuple[type, ...], where: str, example: str) -> None:
