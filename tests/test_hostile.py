@@ -286,10 +286,21 @@ class Strict(TransferStrategy):
 PRECISION = "torchmetrics.classification.MulticlassPrecision"
 USER_DOOR = [
     (
+        "a Settings validator that raises RuntimeError",
+        ["strategy._target_=door_user.Strict", "+strategy.width=2"],
+        "strategy: checking the settings of door_user.Strict raised RuntimeError: width must be odd",
+    ),
+    (
         "a module that fails to import",
         ["strategy._target_=door_broken.S"],
         "strategy._target_=door_broken.S: importing it failed (ModuleNotFoundError: No module named "
         "'a_package_nobody_installed')",
+    ),
+    (
+        "a nested source of the wrong kind",
+        ["dataset._target_=transferlab.data.DataModule", "+dataset.source._target_=collections.OrderedDict"],
+        "dataset.source._target_=collections.OrderedDict is the class collections.OrderedDict, not a "
+        "transferlab.data.sources.DataSource",
     ),
 ]
 

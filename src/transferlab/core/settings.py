@@ -91,6 +91,25 @@ def declared(cls: type) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
+def _declared_kind(model: type[BaseModel], key: str) -> tuple[type, ...] | None:
+    """The classes a setting's annotation names (`source: DataSource | None` -> DataSource), or None when
+    it allows anything (no annotation, `Any`, a dict)."""
+    field = next((f for name, f in model.model_fields.items() if (f.alias or name) == key), None)
+    if field is None:
+        return None
+    options = typing.get_args(field.annotation) or (field.annotation,)
+    kinds = tuple(a for a in options if isinstance(a, type) and a is not type(None))
+    if not kinds or any(typing.get_origin(a) or a in (object, dict) for a in kinds):
+        return None
+    if len(kinds) != len([a for a in options if a is not type(None)]):
+        return None  # a part pydantic cannot name as a class (Any, a generic): not checked
+    return kinds
+
+
+def _name(kinds: tuple[type, ...] | None) -> str:
+    return f"{kinds[0].__module__}.{kinds[0].__qualname__}" if kinds else ""
+
+
 def check_node(
     node: dict[str, Any],
     where: str,
@@ -103,19 +122,20 @@ def check_node(
     `_target_` declares, one line each; nested nodes with a `_target_` are checked too. `owned` keys are
     checked elsewhere (the group's shared keys). A `_target_` that names nothing, or not a `kind`, raises
     a one-line `TransferlabError`."""
+    target = node.get(targets.TARGET)
+    cls = targets.locate(target, where) if isinstance(target, str) else None
+    if cls is not None and kind is not None:
+        targets.check_kind(node, kind, where, example)
+    model = settings_of(cls)[0] if inspect.isclass(cls) else None
     found = []
     for key, value in node.items():
         if isinstance(value, dict) and targets.TARGET in value and key not in owned:
-            found += check_node(value, f"{where}.{key}", cfg)
-    target = node.get(targets.TARGET)
-    if not isinstance(target, str):
-        return found
-    if kind is not None:
-        targets.check_kind(node, kind, where, example)
-    cls = targets.locate(target, where)
-    if not inspect.isclass(cls):
-        return found  # a factory function: its arguments are its own business
-    model, open_ = settings_of(cls)
+            # the kind the class declares for that setting (e.g. `source: DataSource`): checked too
+            inner = _declared_kind(model, str(key)) if model is not None else None
+            found += check_node(value, f"{where}.{key}", cfg, kind=inner, example=_name(inner))
+    if model is None:
+        return found  # no target, or a factory function: its arguments are its own business
+    open_ = settings_of(cls)[1]
     keys = set(declared(cls))
     nested = {k for k, v in node.items() if isinstance(v, dict) and targets.TARGET in v}
     given = {
@@ -134,4 +154,10 @@ def check_node(
     except ValidationError as exc:
         errors = [e for e in exc.errors() if not (e["loc"] and e["loc"][0] in owned)]
         found += messages.lines(errors, given, cfg, prefix=where.split("."), note=note)
+    except Exception as exc:  # a Settings validator that raises other than ValueError: still one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        found.append(
+            f"{where}: checking the settings of {target} raised {type(exc).__name__}: {first} (a Settings "
+            "validator should raise ValueError naming the bad value)."
+        )
     return found
