@@ -302,6 +302,15 @@ USER_DOOR = [
         "dataset.source._target_=collections.OrderedDict is the class collections.OrderedDict, not a "
         "transferlab.data.sources.DataSource",
     ),
+    (
+        "a metric named like a logged one",
+        [f"+metrics.samples._target_={PRECISION}"],
+        "metrics.samples: the name",
+    ),
+    ("a metric named acc", [f"+metrics.acc._target_={PRECISION}"], "metrics.acc: the name is taken"),
+    ("a metric with a slash", ["+metrics={a/b: {_target_: " + PRECISION + "}}"], "metrics.a/b: the name"),
+    ("a metric without _target_", ["+metrics.p.average=macro"], "a metric is a config node with a _target_"),
+    ("a metric that is a number", ["+metrics.p=3"], "metrics.p=3: a metric is a config node"),
 ]
 
 

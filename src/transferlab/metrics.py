@@ -22,10 +22,8 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from transferlab.core.errors import TransferlabError, instantiate
-from transferlab.core.names import CLASSIFICATION_METRICS, LOSS
+from transferlab.core.names import CLASSIFICATION_METRICS, user_metric_problem
 from transferlab.core.targets import TARGET, locate
-
-RESERVED = (*CLASSIFICATION_METRICS, LOSS, "acc_best", "loss_epoch", "reg")
 
 
 def build_metrics(num_classes: int, extra: Mapping[str, Metric] | None = None) -> MetricCollection:
@@ -48,11 +46,9 @@ def user_metrics(conf: Mapping[str, Any] | None, num_classes: int) -> dict[str, 
     for name, node in (conf or {}).items():
         if node is None:
             continue
-        if str(name) in RESERVED or "/" in str(name):
-            raise TransferlabError(
-                f"metrics.{name}: the name is taken by transferlab's own metrics or is not one word; "
-                f"name it otherwise (taken: {', '.join(RESERVED)})."
-            )
+        problem = user_metric_problem(name, node)
+        if problem:
+            raise TransferlabError(problem)
         where = f"metrics.{name}"
         cls = locate(str(node.get(TARGET)), where) if TARGET in node else None
         takes = inspect.isclass(cls) and "num_classes" in inspect.signature(cls).parameters

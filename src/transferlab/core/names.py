@@ -7,6 +7,8 @@ A metric is named `stage/name` (`train/loss`, `val/acc`, `test/f1_macro`); extra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 # ----------------------------------------------------------------------------- metrics
 STAGES = ("train", "val", "test")
 # What TransferModule computes for every stage (torchmetrics), plus the loss it logs itself.
@@ -31,6 +33,27 @@ REPORT_METRICS = (
 )
 LOWER_IS_BETTER = ("ece", LOSS)  # metric names starting with these: smaller is better
 OOD_MEAN = "test/ood_mean/{}"
+
+
+# What the module logs itself under `stage/<name>` (besides CLASSIFICATION_METRICS and LOSS): a user's
+# metric (the `metrics` config) may not take these names.
+LOGGED_NAMES = ("acc_best", "loss_epoch", "reg", "samples", "source_loss", "source_weight", "source_acc")
+TAKEN_METRIC_NAMES = (*CLASSIFICATION_METRICS, LOSS, *LOGGED_NAMES)
+
+
+def user_metric_problem(name: object, node: object) -> str | None:
+    """Why `metrics.<name>: node` cannot be a user's metric (one line with the fix), or None."""
+    if str(name) in TAKEN_METRIC_NAMES or "/" in str(name) or not str(name).strip():
+        return (
+            f"metrics.{name}: the name is taken by transferlab's own metrics or is not one word; "
+            f"name it otherwise (taken: {', '.join(TAKEN_METRIC_NAMES)})."
+        )
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        return (
+            f"metrics.{name}={node}: a metric is a config node with a _target_ (a torchmetrics Metric "
+            f"class), e.g. metrics.{name}._target_=torchmetrics.classification.MulticlassPrecision."
+        )
+    return None
 
 
 def metric(stage: str, name: str) -> str:

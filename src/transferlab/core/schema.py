@@ -17,7 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from transferlab.core import messages, settings
 from transferlab.core.errors import TransferlabError
-from transferlab.core.names import DEFAULT_OPTIMIZED_METRIC, PAIRED_TESTS, VALIDATION_METRICS
+from transferlab.core.names import (
+    DEFAULT_OPTIMIZED_METRIC,
+    PAIRED_TESTS,
+    VALIDATION_METRICS,
+    user_metric_problem,
+)
 
 SEED_MAX = 2**32 - 1  # numpy's seed range
 Probability = Field(ge=0.0, le=1.0)
@@ -268,6 +273,7 @@ class Run(_Group):
 
 # Config groups whose nodes build a class that declares its own settings (`core.settings`): the kind of
 # class each must be (imported only when checked) and an example for the message.
+METRIC_EXAMPLE = "torchmetrics.classification.MulticlassPrecision"
 DECLARED = {
     "strategy": ("transferlab.strategies.base.TransferStrategy", "transferlab.strategies.Full"),
     "regularizer": (
@@ -325,10 +331,13 @@ def _declared_settings(data: dict[str, Any], cfg: DictConfig) -> list[str]:
         "torchmetrics.Metric"  # a user's metrics (`transferlab.metrics`): num_classes comes from the data
     )
     for name, node in (data.get("metrics") or {}).items():
-        if isinstance(node, dict):
+        problem = None if node is None else user_metric_problem(name, node)
+        if problem:
+            found.append(problem)
+        elif node is not None:
             where = f"metrics.{name}"
             found += settings.check_node(
-                node, where, cfg, locate(metric, where), metric, frozenset({"num_classes"})
+                node, where, cfg, locate(metric, where), METRIC_EXAMPLE, frozenset({"num_classes"})
             )
     return found
 
