@@ -133,14 +133,7 @@ def fork_cli(
     child's state dies with it), its stdout and stderr in files."""
     logs = Path(tempfile.mkdtemp(prefix="fork-cli-"))
     pid = fork_start(*args, cwd=cwd, env=env, module=module, logs=logs)
-    deadline = time.monotonic() + timeout
-    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise subprocess.TimeoutExpired([module, *args], timeout)
-        time.sleep(0.02)
-    code = os.waitstatus_to_exitcode(done[1])
+    code = fork_wait(pid, timeout)
     out, err = ((logs / name).read_text() for name in ("stdout", "stderr"))
     return subprocess.CompletedProcess([module, *args], code, out, err)
 
@@ -160,6 +153,18 @@ def fork_start(
     if pid == 0:  # the child never returns into pytest
         _fork_child(module, list(args), cwd, env or {}, logs)
     return pid
+
+
+def fork_wait(pid: int, timeout: int = 300) -> int:
+    """The exit code of a `fork_start` child (killed, and TimeoutExpired, after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired(f"forked command {pid}", timeout)
+        time.sleep(0.02)
+    return os.waitstatus_to_exitcode(done[1])
 
 
 def _fork_child(module: str, args: list[str], cwd: Path, env: dict, logs: Path | None) -> None:

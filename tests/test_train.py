@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from transferlab.run.job import train
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, fork_start, fork_wait, run_cli
 
 REQUIRED = {
     "status",
@@ -87,19 +85,12 @@ def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
     """Two runs started together get their own directories; a refused one exits 2 with a one-line error
     before Hydra creates its directory."""
     args = ["debug=fast", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "transferlab.train", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out
+    logs = [tmp_path / f"log{i}" for i in range(2)]
+    for log in logs:
+        log.mkdir()
+    pids = [fork_start(*args, cwd=REPO, logs=log) for log in logs]  # two processes (forks of this one)
+    for pid, log in zip(pids, logs, strict=True):
+        assert fork_wait(pid) == 0, (log / "stdout").read_text() + (log / "stderr").read_text()
     runs = sorted((tmp_path / "default" / "runs").iterdir())
     assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
 
