@@ -17,6 +17,7 @@ from PIL import Image
 
 from transferlab.core.errors import TransferlabError
 from transferlab.data import DataModule, DataSource
+from transferlab.data.folders import to_rgb
 from transferlab.run.preflight import preflight
 
 from .conftest import compose_cfg
@@ -119,13 +120,13 @@ class ModeSource(ArraySource):
         return np.asarray(image) if self.mode is None else image.convert(self.mode)
 
 
-@pytest.mark.parametrize("mode", ["L", "I", "P", "RGBA", "LA"])
+@pytest.mark.parametrize("mode", ["L", "I", "I;16", "P", "RGBA", "LA"])
 def test_a_source_reading_non_rgb_images_gets_rgb_tensors(mode):
     dm = module(ModeSource(mode))
     x, _ = dm.dataset("test")[0]
     expected = ArraySource(per_class=4, test_per_class=2).read(dm.splits["test"][0][0]).convert(mode)
     assert x.shape == (3, 16, 16) and dm.read(dm.splits["test"][0][0]).mode == "RGB"
-    want = torch.from_numpy(np.asarray(expected.convert("RGB"))).permute(2, 0, 1).float() / 255
+    want = torch.from_numpy(np.asarray(to_rgb(expected))).permute(2, 0, 1).float() / 255
     assert torch.allclose(x * 0.5 + 0.5, want, atol=1e-6)  # the RGB conversion of its image, normalized
     batch, _ = next(iter(dm.eval_dataloader("test")))
     assert batch.shape == (6, 3, 16, 16)

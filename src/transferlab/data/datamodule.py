@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from transferlab.core.errors import TransferlabError
+from transferlab.data.folders import to_rgb
 from transferlab.data.loaders import ImageDataset, make_loader, resume_position, worker_context
 from transferlab.data.manifest import Manifest
 from transferlab.data.sources import DataSource, FileChecks, StreamingSource, pil_image
@@ -254,8 +255,8 @@ def _checked(source: Any) -> DataSource:
 
 
 class ReadRGB:
-    """A source's `read` as the transforms take it: an RGB PIL image (a grayscale, palette, 16-bit or RGBA
-    one converted), or one line naming the source when it returns something else. `tensors`: its
+    """A source's `read` as the transforms take it: an RGB PIL image (a grayscale, palette, RGBA or
+    16-bit one converted as image files are, `folders.to_rgb`), or one line naming the source when it returns something else. `tensors`: its
     `read_tensor` (`dataset.decoder=torchvision`), whose uint8 tensors pass as they are."""
 
     def __init__(self, source: DataSource, tensors: bool = False):
@@ -266,4 +267,4 @@ class ReadRGB:
         if self.tensors and not isinstance(image, Image.Image):
             return image
         image = pil_image(self.source, key, image)
-        return image if image.mode == "RGB" else image.convert("RGB")
+        return image if image.mode == "RGB" else to_rgb(image, key)
