@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from transferlab.data import ImageFolderDataModule
-from transferlab.data.image_folder import read_file
+from transferlab.data.folders import read_file
 from transferlab.data.transforms import decode_file
 from transferlab.run.job import train
 

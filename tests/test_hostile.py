@@ -18,7 +18,8 @@ from PIL import Image
 
 from transferlab.core.errors import TransferlabError
 from transferlab.core.locks import DirectoryLock
-from transferlab.data.image_folder import ImageFolderDataModule, read_file
+from transferlab.data.folders import read_file
+from transferlab.data.image_folder import ImageFolderDataModule
 from transferlab.data.manifest import Manifest
 from transferlab.report.cli import main as report_main
 from transferlab.run.job import train

@@ -5,7 +5,8 @@ and loads any of them."""
 from transferlab.data.datamodule import DataModule
 from transferlab.data.digits import DigitsDataModule, DigitsSource, materialize_digits
 from transferlab.data.folders import ImageFolderSource
-from transferlab.data.image_folder import ImageDataset, ImageFolderDataModule
+from transferlab.data.image_folder import ImageFolderDataModule
+from transferlab.data.loaders import ImageDataset
 from transferlab.data.sources import DataSource, StreamingSource
 
 __all__ = [

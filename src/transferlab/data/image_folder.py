@@ -7,29 +7,8 @@ import os
 from typing import Any, ClassVar
 
 from transferlab.data.datamodule import DataModule
-from transferlab.data.folders import (
-    IMG_EXTENSIONS,
-    ImageFolderSource,
-    digest_rows,
-    files_under,
-    read_file,
-    scan_class_folders,
-    to_rgb,
-)
-from transferlab.data.loaders import ImageDataset, in_loky_worker
+from transferlab.data.folders import ImageFolderSource
 from transferlab.data.sources import DataSource
-
-__all__ = [
-    "IMG_EXTENSIONS",
-    "ImageDataset",
-    "ImageFolderDataModule",
-    "digest_rows",
-    "files_under",
-    "in_loky_worker",
-    "read_file",
-    "scan_class_folders",
-    "to_rgb",
-]
 
 
 class ImageFolderDataModule(DataModule):

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import Dataset
 
 from transferlab.core.errors import TransferlabError, instantiate
-from transferlab.data.image_folder import ImageDataset, read_file, scan_class_folders
+from transferlab.data.folders import read_file, scan_class_folders
+from transferlab.data.loaders import ImageDataset
 from transferlab.data.sources import StreamingSource
 from transferlab.evaluation.shifts import Shift, ShiftedDataset
 

@@ -17,7 +17,7 @@ from pytorch_lightning.strategies.launchers.subprocess_script import _Subprocess
 from transferlab.backbones import Backbone
 from transferlab.core.config import without_search_space
 from transferlab.core.errors import TransferlabError, did_you_mean, instantiate
-from transferlab.data.image_folder import in_loky_worker
+from transferlab.data.loaders import in_loky_worker
 from transferlab.evaluation.wise import WiseAnchor
 from transferlab.metrics import user_metrics
 from transferlab.run.checkpoint import AtomicCheckpointIO, last_checkpoint, step_checkpoint

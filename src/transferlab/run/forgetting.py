@@ -15,13 +15,11 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch import nn
 
-from transferlab.backbones.weights import HEAD_FILE, export_head
 from transferlab.core.errors import instantiate
 from transferlab.core.targets import check_data_node, packaged_targets
 from transferlab.evaluation.scoring import accuracy
 
 log = logging.getLogger(__name__)
-__all__ = ["HEAD_FILE", "SourceTask", "accuracy", "export_head"]
 
 
 class SourceTask:
