@@ -141,6 +141,32 @@ def test_a_source_reading_something_else_than_an_image_is_named_in_one_line():
     )
 
 
+class NumberedSource(ArraySource):
+    """ArraySource with its classes keyed by number (0, 1, 2), or its listing not a mapping."""
+
+    def items(self, split):
+        found = super().items(split)
+        if found is None or split != "test" or not self.broken:
+            return None if found is None else {CLASSES.index(c): keys for c, keys in found.items()}
+        return list(found.values())
+
+    broken = False
+
+
+def test_a_source_may_number_its_classes_and_a_listing_that_is_no_mapping_is_named():
+    dm = module(NumberedSource(), classes=[2, 0])
+    assert dm.class_names == ["2", "0"] and {k: len(v) for k, v in dm.splits.items()} == {
+        "train": 16,
+        "val": 4,
+        "test": 6,
+    }
+    assert all(CLASSES.index(dm.source.data[p][i][1]) == [2, 0][y] for (p, i), y in dm.splits["test"])
+    broken = NumberedSource()
+    broken.broken = True
+    with pytest.raises(TransferlabError, match=r"NumberedSource.items\('test'\) returned a list; return a"):
+        module(broken)
+
+
 USER_MODULE = """
 import numpy as np
 from PIL import Image

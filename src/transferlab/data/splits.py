@@ -108,7 +108,7 @@ def plan_splits(source: DataSource, plan: SplitPlan, root: str) -> Splits:
             source.where("test"),
             missing,
         )
-    val_classes = source.items("val")
+    val_classes = listing(source, "val")
     val = [(k, index[c]) for c in names for k in (val_classes or {}).get(c, [])]
     labels = np.fromiter((y for _, y in pool), np.int64, len(pool))
     budget = Budget(plan, names, root, source.where("train"))
@@ -117,8 +117,23 @@ def plan_splits(source: DataSource, plan: SplitPlan, root: str) -> Splits:
     return Splits(names, [pool[i] for i in used], held[used], val, test, val_from, missing)
 
 
-def _required(source: DataSource, split: str) -> Mapping[str, Sequence[Any]]:
+def listing(source: DataSource, split: str) -> dict[str, Sequence[Any]] | None:
+    """`source.items(split)` with its class names as text (a source may key its classes by numbers, as
+    `dataset.classes` may name them), or None; anything but a mapping is one line naming the source."""
     found = source.items(split)
+    if found is None:
+        return None
+    if not isinstance(found, Mapping):
+        cls = type(source)
+        raise TransferlabError(
+            f"dataset.source: {cls.__module__}.{cls.__qualname__}.items({split!r}) returned a "
+            f"{type(found).__name__}; return a mapping class name -> item keys, or None without that split."
+        )
+    return {str(name): keys for name, keys in found.items()}
+
+
+def _required(source: DataSource, split: str) -> Mapping[str, Sequence[Any]]:
+    found = listing(source, split)
     if found is None:
         raise TransferlabError(
             f"{source.where(split)} does not exist: dataset={source.name} needs a {split} split."
