@@ -102,7 +102,8 @@ def build_module(cfg: DictConfig, strategy: TransferStrategy, ctx: RunContext, b
 
 # ----------------------------------------------------------------------------- trainer
 def build_trainer(cfg: DictConfig, out: Path, plan: StartPlan, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """The trainer: the configured callbacks, then `callbacks`, the divergence guard and resume repairs."""
+    """The trainer with, in this order, the divergence guard, the `callbacks` group, Optuna pruning, the
+    weight-space callbacks (WiSE-FT, EMA), the strategy's `callbacks`, and the resume repairs."""
 
     def build(trainer_cfg: DictConfig) -> pl.Trainer:
         return instantiate(

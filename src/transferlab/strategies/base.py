@@ -147,7 +147,10 @@ class TransferStrategy:
         return requested
 
     def build_module(self, ctx: RunContext, backbone: Backbone, **kwargs: Any) -> Any:
-        """The LightningModule that trains (default: a `TransferModule` with one head)."""
+        """The module that trains (default: a `TransferModule` with one head). The job reads what a
+        `TransferModule` has (parameter counts, summary, fit metrics, confusion, `param_group_record`), so
+        return one or a subclass (as `MultiTask` does); its `training_step` returns `loss` and `task_loss`
+        (what the divergence guard watches)."""
         from transferlab.module import TransferModule
 
         return TransferModule(backbone, self, **kwargs)
