@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from transferlab.core.config import compose_train
+from transferlab.core.config import compose_train, config_changes
 from transferlab.core.faults import ENV
 from transferlab.run.checkpoint import RunLock
 from transferlab.run.job import train
@@ -59,6 +59,18 @@ def test_resume_with_more_epochs_continues_and_stretches_the_schedule(make_cfg, 
     val = pd.read_csv(run / "csv" / "metrics.csv").dropna(subset=["val/acc"])
     assert val["epoch"].tolist() == [0, 1, 2, 3]  # each epoch once
     assert [a["status"] for a in record["attempts"]] == ["ok"]
+
+
+def test_a_setting_added_since_a_run_started_with_its_empty_default_is_no_change():
+    """A run interrupted before an upgrade resumes after it: `metrics: {}` (added by then) is no change."""
+    before = {"seed": 1, "strategy": {"name": "full"}}
+    assert config_changes(before, {**before, "metrics": {}, "extra": None}) == []
+    assert config_changes({**before, "metrics": {}}, before) == []
+    mine = {"p": {"_target_": "torchmetrics.classification.MulticlassPrecision"}}
+    assert config_changes(before, {**before, "metrics": mine}) == [
+        "metrics.p._target_: <absent> -> torchmetrics.classification.MulticlassPrecision"
+    ]
+    assert config_changes(before, {**before, "extra": 0}) == ["extra: <absent> -> 0"]
 
 
 def test_resume_refuses_another_experiment_and_shows_what_changed(make_cfg, finished):

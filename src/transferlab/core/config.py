@@ -136,8 +136,8 @@ def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     new = _flat(now)
     changes = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if a == b:
+        a, b = old.get(key, ABSENT), new.get(key, ABSENT)
+        if a == b or _added_empty(a, b):
             continue
         if key in ("trainer.max_epochs", "trainer.max_steps") and _grows(a, b):
             continue
@@ -145,6 +145,15 @@ def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
             continue
         changes.append(f"{key}: {a} -> {b}")
     return changes
+
+
+ABSENT = "<absent>"
+
+
+def _added_empty(a: Any, b: Any) -> bool:
+    """A setting one side lacks and the other leaves empty (`metrics: {}`, null): a key a later version
+    added with its do-nothing default, not a change of the run."""
+    return (a == ABSENT and b in ({}, None, ())) or (b == ABSENT and a in ({}, None, ()))
 
 
 def _grows(a: Any, b: Any) -> bool:
