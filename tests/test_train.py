@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,39 @@ def test_image_folder_run(make_cfg, image_folder):
     assert record["status"] == "ok", record["error"]
     assert record["class_names"] == ["cat", "dog", "fox"]
     assert set(record["data"]["split_sha256"]) == {"train", "val", "test"}
+
+
+def test_lightnings_log_lines_reach_the_jobs_log_when_it_was_imported_before_hydra(make_cfg, one_thread):
+    """The pre-flight imports Lightning before Hydra sets up logging; Lightning then gives its loggers a
+    console handler of their own and stops them propagating (its import-time rule, recreated here), so
+    train.log (a handler on the root logger, as Hydra's) missed its lines until the job routes them."""
+    lightning = logging.getLogger("pytorch_lightning")
+    saved = lightning.propagate, list(lightning.handlers)
+    own = logging.StreamHandler()
+    lightning.addHandler(own)
+    lightning.propagate = False
+    seen: list[logging.LogRecord] = []
+    job_log = logging.Handler(logging.INFO)
+    job_log.emit = seen.append
+    logging.getLogger().addHandler(job_log)
+    try:
+        record = train(make_cfg("backbone=simple_cnn", "dataset.classes=[0,1,2]", *TINY_RUN))
+        routed = lightning.propagate and own not in lightning.handlers
+    finally:
+        logging.getLogger().removeHandler(job_log)
+        lightning.propagate, lightning.handlers[:] = saved
+    assert record["status"] == "ok", record["error"]
+    stopped = [r.getMessage() for r in seen if r.name.startswith("pytorch_lightning")]
+    assert any("`Trainer.fit` stopped" in m for m in stopped), stopped
+    assert routed  # and not printed twice: Lightning's own console handler is gone
+
+
+TINY_RUN = (
+    "dataset.samples_per_class=10",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+)
 
 
 def test_failed_run_records_the_error(make_cfg, tmp_path):

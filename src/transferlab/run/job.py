@@ -50,7 +50,7 @@ from transferlab.run.results import (
     write_json_atomic,
 )
 from transferlab.run.resume import StartPlan, plan_start
-from transferlab.run.runtime import is_multirun, is_rank_zero
+from transferlab.run.runtime import is_multirun, is_rank_zero, lightning_logs_to_the_job
 from transferlab.run.summary import print_summary
 from transferlab.strategies import TransferStrategy, build_strategy
 from transferlab.strategies.context import RunContext
@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     (directory locked by another run, or holding a run it may not continue) writes nothing there.
     """
     logging.raiseExceptions = False  # a log handler that cannot write (a full disk): no traceback per message
+    lightning_logs_to_the_job()
     install_env_guard()  # jobs a sweeper or SLURM starts skip the pre-flight: `${oc.env:<secret>}` is refused here
     out = Path(cfg.paths.output_dir).resolve()
     try:
