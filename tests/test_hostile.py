@@ -312,6 +312,7 @@ USER_DOOR = [
     ("a metric with a slash", ["+metrics={a/b: {_target_: " + PRECISION + "}}"], "metrics.a/b: the name"),
     ("a metric without _target_", ["+metrics.p.average=macro"], "a metric is a config node with a _target_"),
     ("a metric that is a number", ["+metrics.p=3"], "metrics.p=3: a metric is a config node"),
+    ("metrics that are a number", ["metrics=3"], "metrics=3: the metrics config maps names to metric nodes"),
 ]
 
 

@@ -330,7 +330,14 @@ def _declared_settings(data: dict[str, Any], cfg: DictConfig) -> list[str]:
     metric = (
         "torchmetrics.Metric"  # a user's metrics (`transferlab.metrics`): num_classes comes from the data
     )
-    for name, node in (data.get("metrics") or {}).items():
+    metrics = data.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        found.append(
+            f"metrics={metrics}: the metrics config maps names to metric nodes, e.g. "
+            f"metrics.precision._target_={METRIC_EXAMPLE}."
+        )
+        metrics = {}
+    for name, node in metrics.items():
         problem = None if node is None else user_metric_problem(name, node)
         if problem:
             found.append(problem)
