@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # ----------------------------------------------------------------------------- metrics
-STAGES = ("train", "val", "test")
 # What TransferModule computes for every stage (torchmetrics), plus the loss it logs itself.
 CLASSIFICATION_METRICS = ("acc", "f1_macro", "ece", "acc_top5")  # acc_top5 only with more than 5 classes
 LOSS = "loss"
