@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from filelock import FileLock
 from nbclient import NotebookClient
 
 from transferlab.report import build_report
@@ -40,19 +41,27 @@ def run_sweep(log_dir: Path, *args: str, experiment: str = "default", expect: in
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory) -> Path:
-    """compare_strategies with 2 strategies x 2 seeds and short training, logged to W&B offline too."""
-    out, sweep = run_sweep(
-        tmp_path_factory.mktemp("sweeps"),
-        "experiment=compare_strategies",
-        "logger=many",
-        "strategy=linear_probe,full",
-        "seed=0,1",
-        "trainer.max_epochs=2",
-        "source.overrides=['trainer.max_epochs=2']",
-        experiment="compare_strategies",
-    )
-    assert "Report: " in out.stdout
-    return sweep
+    """compare_strategies with 2 strategies x 2 seeds and short training, logged to W&B offline too; run
+    once per test session: under pytest-xdist the first worker that needs it runs it, the other reuses it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the directory every worker's own directory is in
+    built = shared / "tiny_sweep.done"
+    with FileLock(shared / "tiny_sweep.lock"):
+        if not built.is_file():
+            out, sweep = run_sweep(
+                shared / "tiny_sweep",
+                "experiment=compare_strategies",
+                "logger=many",
+                "strategy=linear_probe,full",
+                "seed=0,1",
+                "trainer.max_epochs=2",
+                "source.overrides=['trainer.max_epochs=2']",
+                experiment="compare_strategies",
+            )
+            assert "Report: " in out.stdout
+            built.write_text(str(sweep))
+    return Path(built.read_text())
 
 
 def test_report_has_one_row_per_job_and_the_right_means(tiny_sweep):
