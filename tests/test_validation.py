@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import subprocess
 import sys
 import typing
 from pathlib import Path
@@ -254,7 +255,10 @@ FAILED_IN_JOB = [
     (lambda t: ["strategy=partial", "strategy.trainable_stages=99"], "strategy.trainable_stages=99"),
     (lambda t: ["optimized_metric=val/nonsense"], "optimized_metric=val/nonsense is never logged"),
     (lambda t: ["dataset.classes=[0,1,99]"], "dataset.classes: ['99'] not found"),
-    (lambda t: ["backbone=vit_tiny", "dataset.image_size=8"], "use dataset.image_size=16 backbone.kwargs.img_size=16"),
+    (
+        lambda t: ["backbone=vit_tiny", "dataset.image_size=8"],
+        "use dataset.image_size=16 backbone.kwargs.img_size=16",
+    ),
     (lambda t: [*FOLDER, f"dataset.root={_one_class(t)}"], "a classifier needs at least 2"),
     (lambda t: [*FOLDER, f"dataset.root={_unknown_test_class(t)}"], "Test classes ['emu']"),
     (lambda t: [f"ckpt_path={_garbage(t, 'bad.ckpt')}"], "ckpt_path: checkpoint"),
@@ -284,6 +288,18 @@ def test_the_console_shows_one_line(tmp_path):
     )
     assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr
     assert failed.stderr.strip().splitlines()[-1].startswith(f"error: ckpt_path: checkpoint {garbage}")
+
+
+def test_a_mistake_in_a_shared_key_is_refused_before_any_class_is_imported():
+    """The door stays quick for the common mistake: the shared keys are checked first (a class's own
+    settings need its module, which loads torch and Lightning, so they are checked only after)."""
+    code = (
+        "import sys\nfrom transferlab.core import schema\nfrom transferlab.core.config import compose_train\n"
+        "try:\n    schema.check(compose_train(['optimizer.lr=-1']))\nexcept schema.ConfigError as e:\n"
+        "    print(e)\nprint(sorted(m for m in ('torch', 'pytorch_lightning', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.splitlines() == ["optimizer.lr=-1: must be > 0.0.", "[]"]
 
 
 def test_hydra_full_error_shows_hydras_own_exception(monkeypatch):

@@ -308,6 +308,8 @@ def check(cfg: DictConfig) -> None:
         Run.model_validate({k: v for k, v in data.items() if k in Run.model_fields})
     except ValidationError as exc:
         found += messages.lines(exc.errors(), data, cfg)
+    if found:  # the shared keys first: their check imports nothing, the classes' own settings need them
+        raise ConfigError(" ".join(found))
     found += _declared_settings(data, cfg)
     if found:
         raise ConfigError(" ".join(found))
