@@ -15,7 +15,7 @@ from transferlab.core.errors import TransferlabError
 from transferlab.sources.agreement import agreement, correlation
 from transferlab.sources.validate import CSV, JSON, RUNS, arm_name, arms
 
-from .conftest import compose_cfg, run_cli
+from .conftest import compose_cfg, fork_cli
 
 
 def test_agreement_of_a_right_and_a_reversed_ranking():
@@ -80,7 +80,7 @@ def source_run(tmp_path_factory):
 @pytest.mark.slow
 def test_validate_tunes_each_candidate_and_scores_the_ranking(source_run, tmp_path):
     out = tmp_path / "sel"
-    done = run_cli(
+    done = fork_cli(  # the selection's own process is a fork; its validation sweep a fresh process
         f"selection.candidates=[{source_run},random]",
         "selection.scores=[logme,leep,knn]",
         "validate=true",

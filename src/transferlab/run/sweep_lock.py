@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 from transferlab.core.errors import TransferlabError
 from transferlab.core.locks import DirectoryLock
 
-
 _HELD: dict[str, DirectoryLock] = {}  # not on the callback: launchers pickle callbacks to their workers
 
 
