@@ -128,10 +128,10 @@ def test_cv_folds_tuning_scores_each_trial_by_the_mean_over_its_folds(tmp_path):
 
     from transferlab.tuning.storage import open_storage
 
-    from .conftest import REPO, run_cli
+    from .conftest import REPO, fork_cli
 
     sweep = tmp_path / "sweep"
-    out = run_cli(
+    out = fork_cli(  # the sweep's own process is a fork of the test process
         "-m",
         "hparams_search=optuna",
         "dataset=digits_target",

@@ -16,7 +16,7 @@ from transferlab.backbones import create_backbone
 from transferlab.core.errors import TransferlabError
 from transferlab.sources.select import CSV, PLOT, run_selection
 
-from .conftest import compose_cfg, run_cli
+from .conftest import compose_cfg, fork_cli
 
 TINY = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
 
@@ -109,7 +109,7 @@ def test_an_unreachable_hub_candidate_is_reported_in_its_row(tmp_path):
 @pytest.mark.slow
 def test_the_select_command_writes_the_table(source_run, tmp_path):
     out = tmp_path / "cli"
-    done = run_cli(
+    done = fork_cli(  # about what the command writes: its process is a fork of the test process
         f"selection.candidates=[{source_run},random]",
         "selection.scores=[logme,leep]",
         f"hydra.run.dir={out}",
