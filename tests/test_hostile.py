@@ -185,6 +185,24 @@ def test_an_exported_runs_metadata_that_names_code_is_refused(exported, tmp_path
     assert "backbone.json names _target_='pathlib.Path.touch'" in record["error"]
 
 
+def test_a_candidates_backbone_kwargs_that_name_code_are_refused(exported, tmp_path):
+    """A run directory given to the selection: its backbone.json kwargs become the validation sweep's
+    backbone.kwargs, which Hydra instantiates recursively, so a `_target_` there is refused."""
+    from omegaconf import OmegaConf
+
+    from transferlab.sources.candidates import resolve
+
+    hostile = tmp_path / "hostile_run"
+    shutil.copytree(exported, hostile, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    meta = json.loads((hostile / "backbone.json").read_text())
+    meta["kwargs"] = {"x": {"_target_": "builtins.print", "_args_": ["called"]}}
+    (hostile / "backbone.json").write_text(json.dumps(meta))
+    base = OmegaConf.create({"name": "simple_cnn", "pretrained": False, "kwargs": {}})
+    with pytest.raises(TransferlabError, match=r"backbone.json kwargs names _target_='builtins.print'"):
+        resolve([str(hostile)], base)
+    assert resolve([str(exported)], base)[0].backbone["name"] == meta["architecture"]  # the real one passes
+
+
 WRONG_KIND = [
     ("optimizer._target_=shutil.copyfile", "optimizer._target_=shutil.copyfile is a function"),
     ("optimizer._target_=collections.OrderedDict", "is the class collections.OrderedDict, not a torch.optim"),

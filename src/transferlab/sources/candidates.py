@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones.weights import EXPORT_META, EXPORT_WEIGHTS, WEIGHT_SUFFIXES
 from transferlab.core.errors import TransferlabError
+from transferlab.core.targets import check_data_node
 
 RANDOM = "random"
 ZOO = "zoo"
@@ -102,7 +103,9 @@ def _from_pretrained(pretrained: Any, backbone: dict[str, Any], name: str) -> Ca
     folder = path if path.is_dir() else path.parent
     meta = _read_meta(folder / EXPORT_META) if (path.is_dir() or path.name == EXPORT_WEIGHTS) else {}
     if meta.get("architecture"):
-        backbone = {**backbone, "name": meta["architecture"], "kwargs": meta.get("kwargs") or {}}
+        kwargs = meta.get("kwargs") or {}
+        check_data_node(kwargs, frozenset(), f"{folder / EXPORT_META} kwargs")  # they reach instantiate
+        backbone = {**backbone, "name": meta["architecture"], "kwargs": kwargs}
     head = folder / meta.get("head_file", HEAD_FILE) if meta else None
     acc = (meta.get("metrics") or {}).get("test/acc")
     return Candidate(
