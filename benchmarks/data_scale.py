@@ -146,7 +146,7 @@ def main() -> None:
     root = args.root or work / "images"
     if args.root is None:
         generate(root, args.images)
-    from transferlab.data.shards import pack
+    from transferlab.data.pack import pack
 
     pack(root, work / "shards", shard_size=1000)
     results: dict[str, list[dict]] = {

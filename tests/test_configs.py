@@ -51,7 +51,7 @@ def test_groups_exist():
 
 @pytest.mark.parametrize("name", options("dataset"))
 def test_dataset_options(make_cfg, image_folder, tmp_path, name):
-    from transferlab.data.shards import pack
+    from transferlab.data.pack import pack
 
     pack(image_folder, tmp_path / "shards", shard_size=10)
     extra = {

@@ -18,7 +18,8 @@ from transferlab.core.errors import TransferlabError
 from transferlab.data import shards
 from transferlab.data.hf import HFDataModule
 from transferlab.data.image_folder import ImageFolderDataModule
-from transferlab.data.shards import ShardDataModule, pack
+from transferlab.data.pack import pack
+from transferlab.data.shards import ShardDataModule
 
 from .conftest import write_image_folder
 

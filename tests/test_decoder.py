@@ -84,7 +84,8 @@ def test_every_source_gives_the_same_tensors_with_the_torchvision_decoder(tmp_pa
     """Shards and Hugging Face rows arrive as PIL images; the tensor transform takes them, and their
     pixels equal the folder's decoded by torchvision.io."""
     from transferlab.data.hf import HFDataModule
-    from transferlab.data.shards import ShardDataModule, pack
+    from transferlab.data.pack import pack
+    from transferlab.data.shards import ShardDataModule
 
     from .conftest import write_image_folder
 

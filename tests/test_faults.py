@@ -21,7 +21,7 @@ import torch
 from transferlab.core.config import compose_train
 from transferlab.core.faults import ENV
 from transferlab.data.digits import materialize_digits
-from transferlab.data.shards import pack
+from transferlab.data.pack import pack
 from transferlab.run.job import train
 
 from .conftest import REPO, fork_cli
