@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from transferlab.data.digits import materialize_digits
 from transferlab.data.pack import pack
 from transferlab.run.job import train
 
-from .conftest import REPO, fork_cli
+from .conftest import REPO, fork_cli, fork_start, fork_wait
 
 pytestmark = pytest.mark.slow
 
@@ -155,26 +153,28 @@ def test_killed_sweep_parent_resumes_the_sweep(tmp_path, reference):
     assert "Jobs: 2 (2 ok)." in (sweep / "report.md").read_text()
 
 
+def _tail(logs: Path) -> str:
+    """The end of a forked command's stdout and stderr."""
+    return "".join((logs / name).read_text()[-3000:] for name in ("stdout", "stderr"))
+
+
 def test_sigterm_saves_interrupted_state_and_resumes(tmp_path, reference):
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "transferlab.train", *RUN, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    """The command in a fork of this process: SIGTERM and SIGINT are at their defaults there, as in a fresh
+    interpreter (pytest and its xdist workers install no handler for them), so the job's own handling is
+    what is tested."""
+    run_dir, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    pid = fork_start(*RUN, f"hydra.run.dir={run_dir}", cwd=REPO, env={"OMP_NUM_THREADS": "1"}, logs=logs)
     deadline = time.time() + 240
     while not (run_dir / "checkpoints" / "last.ckpt").exists():
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        assert os.waitpid(pid, os.WNOHANG)[0] == 0 and time.time() < deadline, _tail(logs)
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    os.kill(pid, signal.SIGTERM)
+    code = fork_wait(pid, timeout=120)
     record = json.loads((run_dir / "results.json").read_text())
-    if proc.returncode == 0:  # the run ended before the signal landed: nothing to test this time
+    if code == 0:  # the run ended before the signal landed: nothing to test this time
         pytest.skip("the run finished before SIGTERM arrived")
-    assert proc.returncode == 143, out[-3000:]
+    assert code == 143, _tail(logs)
     assert record["status"] == "interrupted" and "resume=true" in record["error"]
     assert run_forked(run_dir, "resume=true") == 0
     assert_same_as(run_dir, reference)

@@ -25,7 +25,7 @@ from transferlab.report.cli import main as report_main
 from transferlab.run.job import train
 from transferlab.run.preflight import preflight
 
-from .conftest import REPO, compose_cfg, run_cli, write_image_folder
+from .conftest import REPO, compose_cfg, fork_cli, write_image_folder
 from .test_report_stats import write_sweep
 
 TINY = [
@@ -266,7 +266,7 @@ def test_a_job_never_resolves_a_secret_even_without_the_preflight(tmp_path, monk
 def test_a_second_sweep_into_a_live_sweep_directory_is_refused_before_any_job(tmp_path):
     sweep = tmp_path / "sweep"
     with DirectoryLock(sweep, "sweep"):  # a live sweep holds its directory
-        out = run_cli("-m", "seed=3,4", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", cwd=REPO)
+        out = fork_cli("-m", "seed=3,4", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", cwd=REPO)
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1].startswith(f"error: {sweep} is in use by another sweep (pid")
     assert not any(sweep.glob("*/results.json")) and not (sweep / "0").exists()
@@ -511,7 +511,7 @@ def small_disk(tmp_path):
 @pytest.mark.slow
 def test_a_disk_that_fills_during_training_ends_in_one_line_and_a_final_record(small_disk, tmp_path):
     out = small_disk / "run"
-    done = run_cli(
+    done = fork_cli(
         *TINY,
         "trainer.max_epochs=2",
         "paths.disk_reserve_mb=0",

@@ -10,7 +10,7 @@ import pytest
 
 from transferlab.run.job import train
 
-from .conftest import REPO, fork_start, fork_wait, run_cli
+from .conftest import REPO, fork_cli, fork_start, fork_wait, run_cli
 
 REQUIRED = {
     "status",
@@ -128,7 +128,7 @@ def test_cli_exit_status_and_distinct_run_dirs(tmp_path):
     runs = sorted((tmp_path / "default" / "runs").iterdir())
     assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
 
-    bad = run_cli("backbone.name=resnet1", f"hydra.run.dir={tmp_path / 'bad'}", cwd=REPO)
+    bad = fork_cli("backbone.name=resnet1", f"hydra.run.dir={tmp_path / 'bad'}", cwd=REPO)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: Unknown backbone 'resnet1'") and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()

@@ -22,7 +22,7 @@ from transferlab.run.job import train
 from transferlab.run.preflight import preflight
 from transferlab.train import main
 
-from .conftest import REPO, compose_cfg, run_cli, write_image_folder
+from .conftest import REPO, compose_cfg, fork_cli, run_cli, write_image_folder
 
 # The earlier run every case is pointed at: it must come out of the table untouched.
 BASE = [
@@ -279,11 +279,13 @@ def test_mistakes_found_by_the_job_fail_it_in_one_line(make_args, named, tmp_pat
 
 
 def test_the_console_shows_one_line(tmp_path):
+    # The refusal is a fresh process (its whole console, from a cold start: no torch to load); the run
+    # that fails inside the job is a fork of this one (what the command prints, not how it starts).
     refused = run_cli("optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'a'}", cwd=REPO)
     assert refused.returncode == 2 and refused.stderr == "error: optimizer.lr=-1: must be > 0.0.\n"
     assert not (tmp_path / "a").exists()  # refused before Hydra made the directory
     garbage = _garbage(tmp_path, "bad.ckpt")
-    failed = run_cli(
+    failed = fork_cli(
         *BASE, "callbacks=minimal", f"ckpt_path={garbage}", f"hydra.run.dir={tmp_path / 'b'}", cwd=REPO
     )
     assert failed.returncode == 1 and "Traceback" not in failed.stdout + failed.stderr
