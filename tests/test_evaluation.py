@@ -17,7 +17,7 @@ from transferlab.evaluation.calibration import fit_temperature
 from transferlab.evaluation.scoring import loader_of, predict
 from transferlab.evaluation.sets import build_eval_sets
 from transferlab.evaluation.shifts import SHIFTS
-from transferlab.evaluation.wise import interpolate, load_anchor
+from transferlab.evaluation.wise import interpolate, load_anchor, logits_by_alpha
 from transferlab.run import build
 from transferlab.run.job import train
 from transferlab.strategies import build_strategy
@@ -79,6 +79,55 @@ def test_temperature_scaling_recovers_a_known_temperature():
     # labels drawn from softmax(true_logits): the calibrated temperature of 3 * true_logits is 3
     drawn = torch.distributions.Categorical(logits=true_logits).sample()
     assert fit_temperature(3 * true_logits, drawn) == pytest.approx(3.0, rel=0.1)
+
+
+class CountingSet(torch.utils.data.Dataset):
+    """Fixed random inputs that count how often each is read (what decoding and shifting would cost)."""
+
+    def __init__(self, n: int):
+        self.x, self.reads = torch.randn(n, 4, generator=torch.Generator().manual_seed(0)), [0] * n
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        self.reads[i] += 1
+        return self.x[i], i % 3
+
+
+class TinyNet(torch.nn.Module):
+    """A backbone (with BatchNorm buffers) and a head, named as a TransferModule's."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def test_the_wise_curve_reads_each_sample_once_and_scores_each_alpha_as_its_own_model():
+    torch.manual_seed(0)
+    net = TinyNet()
+    net(torch.randn(16, 4))  # moves the BatchNorm buffers: they are interpolated too
+    tuned = {k: v.clone() for k, v in net.state_dict().items()}
+    anchor = {k: v + torch.rand_like(v) if v.is_floating_point() else v for k, v in tuned.items()}
+    sets = {"val": CountingSet(10), "test": CountingSet(7)}
+    loaders = {name: loader_of(data, batch_size=4) for name, data in sets.items()}
+    alphas = [0.0, 0.3, 1.0]
+    outputs = logits_by_alpha(net, anchor, alphas, loaders)
+    assert [data.reads for data in sets.values()] == [[1] * 10, [1] * 7]  # one pass for three alphas
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in tuned.items())  # fine-tuned weights back
+    assert net.training  # as it was
+    for alpha in alphas:  # the same logits as loading that alpha's weights and predicting every set alone
+        alone = TinyNet()
+        alone.load_state_dict(interpolate(anchor, tuned, alpha))
+        for name, loader in loaders.items():
+            logits, labels = predict(alone, loader)
+            assert torch.equal(outputs[alpha][name][0], logits), (alpha, name)
+            assert torch.equal(outputs[alpha][name][1], labels)
+    assert not torch.equal(outputs[0.0]["test"][0], outputs[1.0]["test"][0])
 
 
 @pytest.fixture(scope="module")

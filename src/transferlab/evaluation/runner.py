@@ -77,17 +77,14 @@ class Evaluation:
             loaders = {"val": _loader(datamodule, "val"), "test": _loader(datamodule, "test")}
             loaders |= {s.name: loader_of(s.dataset, datamodule.eval_batch_size) for s in self.sets}
 
-            def logits_of(names) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-                return {
-                    n: predict(module, loaders[n], device, trainer.precision_plugin.forward_context())
-                    for n in names
-                }
-
-            metrics = {}
+            autocast = trainer.precision_plugin.forward_context
+            metrics, outputs = {}, None
             if self.wise is not None:  # wise.apply: the chosen interpolation is the run's model from here
-                metrics |= self._wise(module, out, record, lambda: logits_of(loaders))
+                metrics, outputs = self._wise(module, out, record, loaders, autocast)
+            if outputs is None:  # the curve's outputs of the weights the module holds serve when it has them
+                outputs = {n: predict(module, loader, device, autocast()) for n, loader in loaders.items()}
             applied = bool((record.get("wise") or {}).get("applied"))
-            metrics |= self._scored(logits_of(loaders), module, record, applied)
+            metrics |= self._scored(outputs, module, record, applied)
         finally:
             module.use_cached_features = cached
             module.to(home)
@@ -132,46 +129,40 @@ class Evaluation:
             }
         return metrics
 
-    def _wise(self, module, out: Path, record, logits_of) -> dict[str, float]:
+    def _wise(self, module, out: Path, record, loaders, autocast) -> tuple[dict[str, float], dict | None]:
+        """The WiSE-FT curve's metrics, and the (logits, labels) per loader of the weights the module holds
+        afterwards (the fine-tuned ones at alpha 1, or the chosen ones under wise.apply) when the curve has
+        them."""
         anchor = load_anchor(out / "checkpoints")
         if not anchor:
             record["wise"] = {
                 "skipped": f"no {ANCHOR_FILE}: the head was fitted outright, there was no training loop"
             }
             log.warning("wise.enabled: skipped (%s).", record["wise"]["skipped"])
-            return {}
-        names = ["test", *(s.name for s in self.sets)]
-
-        def evaluate() -> dict[str, float]:
-            outputs = logits_of()
-            point = {
-                f"val/{k}": v
-                for k, v in scores(*outputs["val"], module.num_classes, module.criterion).items()
-            }
-            for name in names:
-                prefix = "test/" if name == "test" else f"test/{name}/"
-                point |= {
-                    f"{prefix}{k}": v
-                    for k, v in scores(*outputs[name], module.num_classes, module.criterion).items()
-                }
-            if self.sets:
-                point[f"test/{OOD_MEAN}/acc"] = sum(point[f"test/{s.name}/acc"] for s in self.sets) / len(
-                    self.sets
-                )
-            return point
-
+            return {}, None
         selected_on = self.wise["selected_on"]
         if selected_on not in ("val/acc", "val/f1_macro", "val/ece", "val/loss"):
             selected_on = "val/acc"  # e.g. val/acc_best: per alpha, the accuracy is what there is
         finetuned, start = model_state(module), anchor["state"]
         if self.wise["head"] == "finetuned":  # only the backbone moves; the fine-tuned head stays
             start = {k: v for k, v in start.items() if not k.startswith("head.")}
-        result = curve(module, start, self.wise["alphas"], evaluate, selected_on, self.wise["mode"])
+        result, outputs = curve(
+            module,
+            start,
+            self.wise["alphas"],
+            loaders,
+            lambda by_set: self._point(by_set, module),
+            selected_on,
+            self.wise["mode"],
+            autocast(),
+        )
         result["anchor"] = {"kind": anchor["kind"], "epoch": anchor["epoch"], "head": self.wise["head"]}
         result["applied"] = self.wise["apply"]
+        held = 1.0
         if self.wise["apply"]:  # tested, calibrated and exported from here on
+            held = result["chosen_alpha"]
             device = next(module.parameters()).device
-            weights = interpolate(start, finetuned, result["chosen_alpha"])
+            weights = interpolate(start, finetuned, held)
             module.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
         record["wise"] = result
         chosen = next(p for p in result["curve"] if p["alpha"] == result["chosen_alpha"])
@@ -182,7 +173,22 @@ class Evaluation:
         metrics |= {
             f"wise/{k}": v for k, v in chosen.items() if k.startswith(("test/", "val/")) and math.isfinite(v)
         }
-        return metrics
+        return metrics, outputs.get(held)
+
+    def _point(self, outputs: dict[str, tuple[torch.Tensor, torch.Tensor]], module) -> dict[str, float]:
+        """One point of the WiSE-FT curve: val/*, test/* and test/<set>/* of one alpha's outputs."""
+        point = {}
+        for name, (logits, labels) in outputs.items():
+            prefix = {"val": "val/", "test": "test/"}.get(name, f"test/{name}/")
+            point |= {
+                f"{prefix}{k}": v
+                for k, v in scores(logits, labels, module.num_classes, module.criterion).items()
+            }
+        if self.sets:
+            point[f"test/{OOD_MEAN}/acc"] = sum(point[f"test/{s.name}/acc"] for s in self.sets) / len(
+                self.sets
+            )
+        return point
 
 
 def _loader(datamodule: Any, split: str):

@@ -8,8 +8,9 @@ folder, once, so a resumed run interpolates from the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,29 +52,61 @@ def curve(
     module: torch.nn.Module,
     anchor: dict[str, torch.Tensor],
     alphas: list[float],
-    evaluate: Callable[[], dict[str, float]],
+    loaders: dict[str, Iterable],
+    score: Callable[[dict[str, tuple[torch.Tensor, torch.Tensor]]], dict[str, float]],
     selected_on: str = "val/acc",
     mode: str = "max",
-) -> dict[str, Any]:
-    """Score `evaluate()` at each alpha; the chosen alpha is the best `selected_on` (ties: the larger
-    alpha). The module holds its fine-tuned weights again afterwards."""
-    finetuned = model_state(module)
-    device = next(module.parameters()).device
-    points = []
-    try:
-        for alpha in alphas:
-            weights = interpolate(anchor, finetuned, float(alpha))
-            module.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
-            points.append({"alpha": float(alpha), **evaluate()})
-    finally:
-        module.load_state_dict({k: v.to(device) for k, v in finetuned.items()}, strict=False)
+    autocast: Any = None,
+) -> tuple[dict[str, Any], dict[float, dict[str, tuple[torch.Tensor, torch.Tensor]]]]:
+    """`score` of the model at each alpha; the chosen alpha is the best `selected_on` (ties: the larger
+    alpha). Also returns each alpha's (logits, labels) per loader. The module holds its fine-tuned
+    weights again afterwards."""
+    outputs = logits_by_alpha(module, anchor, [float(a) for a in alphas], loaders, autocast)
+    points = [{"alpha": alpha, **score(by_set)} for alpha, by_set in outputs.items()]
     sign = 1.0 if mode == "max" else -1.0
     best = max(points, key=lambda p: (sign * p[selected_on], p["alpha"]))
-    return {
+    result = {
         "alphas": [float(a) for a in alphas],
         "selected_on": selected_on,
         "chosen_alpha": best["alpha"],
         "curve": points,
+    }
+    return result, outputs
+
+
+@torch.no_grad()
+def logits_by_alpha(
+    module: torch.nn.Module,
+    anchor: dict[str, torch.Tensor],
+    alphas: list[float],
+    loaders: dict[str, Iterable],
+    autocast: Any = None,
+) -> dict[float, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """(logits, labels) of the interpolated model (in eval mode) at every alpha on every loader, as float32
+    on the CPU. Each batch is read once and scored at every alpha, so decoding and shifting the evaluation
+    sets costs one pass, not one per alpha; the weights are interpolated per batch from the anchor and the
+    fine-tuned weights (two extra copies of the network in memory, not one per alpha)."""
+    device = next(module.parameters()).device
+    finetuned = {k: v.to(device) for k, v in model_state(module).items()}
+    start = {k: v.to(device) for k, v in anchor.items()}
+    parts = {alpha: {name: ([], []) for name in loaders} for alpha in alphas}
+    was_training = module.training
+    module.eval()
+    try:
+        with autocast if autocast is not None else contextlib.nullcontext():
+            for name, loader in loaders.items():
+                for x, y in loader:
+                    x, y = x.to(device), torch.as_tensor(y).cpu()
+                    for alpha in alphas:
+                        module.load_state_dict(interpolate(start, finetuned, alpha), strict=False)
+                        parts[alpha][name][0].append(module(x).float().cpu())
+                        parts[alpha][name][1].append(y)
+    finally:
+        module.load_state_dict(finetuned, strict=False)
+        module.train(was_training)
+    return {
+        alpha: {name: (torch.cat(logits), torch.cat(labels)) for name, (logits, labels) in by_set.items()}
+        for alpha, by_set in parts.items()
     }
 
 
