@@ -6,7 +6,6 @@ one in ours (one line, exit 2, no run directory). Nothing in the package is edit
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -17,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from transferlab.train import main
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, fork_cli
 
 USER_MODULE = '''
 """A user's own extensions of transferlab (this file is all the code they write)."""
@@ -176,10 +175,18 @@ def user(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "code": root / "code", "conf": root / "conf", "stages": stages}
 
 
+@pytest.fixture
+def on_their_path(user, monkeypatch) -> None:
+    """The user's code folder on sys.path, where their PYTHONPATH puts it, and their module not imported yet:
+    a command forked from this process (`fork_cli`) imports it from that folder."""
+    monkeypatch.syspath_prepend(str(user["code"]))
+    monkeypatch.delitem(sys.modules, "mylab", raising=False)
+
+
 @pytest.mark.slow
-def test_a_users_strategy_regularizer_source_and_metric_train_sweep_and_report(user):
+def test_a_users_strategy_regularizer_source_and_metric_train_sweep_and_report(user, on_their_path):
     sweep = user["root"] / "sweep"
-    done = run_cli(
+    done = fork_cli(
         "-m",
         "--config-dir",
         str(user["conf"]),
@@ -189,7 +196,6 @@ def test_a_users_strategy_regularizer_source_and_metric_train_sweep_and_report(u
         *QUICK,
         f"hydra.sweep.dir={sweep}",
         cwd=user["root"],
-        env={"PYTHONPATH": os.pathsep.join([str(user["code"]), os.environ.get("PYTHONPATH", "")])},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     records = {
@@ -260,17 +266,15 @@ def test_a_mistake_in_a_users_own_keys_is_refused_at_the_door(user, override, na
     assert not run_dir.exists()
 
 
-@pytest.mark.slow  # a fresh python: about 20 s on two busy cores
-def test_the_console_refuses_a_users_bad_value_before_any_directory(user):
+def test_the_console_refuses_a_users_bad_value_before_any_directory(user, on_their_path):
     run_dir = user["root"] / "console"
-    refused = run_cli(
+    refused = fork_cli(
         "--config-dir",
         str(user["conf"]),
         "experiment=mine",
         "strategy.first_lr_mult=-3",
         f"hydra.run.dir={run_dir}",
         cwd=REPO,
-        env={"PYTHONPATH": str(user["code"])},
     )
     assert refused.returncode == 2
     assert refused.stderr == (
