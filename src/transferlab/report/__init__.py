@@ -1,5 +1,5 @@
 """The sweep report: collect (results.json -> rows), stats (numbers only), analysis (what is compared),
-plots, markdown, W&B; `cli` writes the files and holds the entry points. Names load on first use, so
+plots, markdown, W&B; `build` writes the files, `cli` holds the entry points. Names load on first use, so
 importing a submodule (or `transferlab.report.ReportCallback` for Hydra) does not load them all."""
 
 from importlib import import_module
@@ -7,9 +7,9 @@ from typing import Any
 
 _WHERE = {
     "ReportCallback": "callback",
-    "SweepReport": "cli",
-    "build_report": "cli",
-    "comparison_table": "cli",
+    "SweepReport": "build",
+    "build_report": "build",
+    "comparison_table": "build",
     "main": "cli",
     "METRICS": "collect",
     "load_rows": "collect",

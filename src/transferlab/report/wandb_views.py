@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-SweepReport = Any  # transferlab.report.cli.SweepReport (not imported: cli imports this module)
+SweepReport = Any  # transferlab.report.build.SweepReport (not imported: pandas and the statistics)
 
 
 def wandb_groups(report: SweepReport) -> list[tuple[str, str]]:
