@@ -202,15 +202,45 @@ def test_ray_launcher_runs_the_sweep_on_a_local_ray_cluster(tmp_path):
     assert sorted(rows["strategy"]) == ["full", "linear_probe"] and set(rows["status"]) == {"ok"}
 
 
-def test_ddp_jobs_inside_a_multirun_spawn_their_ranks(tmp_path):
-    """Lightning's script launcher would re-run the whole sweep per rank; inside -m ranks are spawned."""
-    out, sweep = run_sweep(
-        tmp_path, "trainer=ddp_cpu", "trainer.max_epochs=1", "dataset.classes=[0,1,2]", "seed=0"
+def test_ddp_jobs_inside_a_multirun_fork_their_ranks_from_one_fork_server(tmp_path):
+    """Lightning's script launcher would re-run the whole sweep per rank; inside -m the ranks of every
+    trainer call of every job fork from one fork server (one fresh interpreter for all 8 ranks here: it
+    was 8 spawned ones), and get the job's seed and deterministic flag as spawned ranks would."""
+    _, sweep = run_sweep(
+        tmp_path,
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "trainer.deterministic=true",
+        "dataset.classes=[0,1,2]",
+        "seed=0,1",  # the fork server starts in job 0: job 1's ranks must not keep job 0's seed
     )
     jobs = results(sweep)
-    assert [j["status"] for j in jobs] == ["ok"]
+    assert [(j["status"], j["seed"]) for j in jobs] == [("ok", 0), ("ok", 1)]
     assert all(j["test_samples"] == j["data"]["sizes"]["test"] for j in jobs)  # each test sample once
-    assert "start_method=spawn" in (sweep / "0" / "train.log").read_text()
+    servers, ranks = set(), set()
+    for num, job in enumerate(jobs):
+        assert "start_method=forkserver" in (sweep / str(num) / "train.log").read_text()
+        lines = [
+            line.split("DDP rank ", 1)[1]
+            for name in ("train.log", "train_ddp_process_1.log")
+            for line in (sweep / str(num) / name).read_text().splitlines()
+            if "DDP rank " in line
+        ]
+        calls = sorted((rank, call) for rank, call, *_ in (line.split(" ", 2) for line in lines))
+        assert calls == [
+            ("0", "(trainer.fit):"),
+            ("0", "(trainer.test):"),
+            ("1", "(trainer.fit):"),
+            ("1", "(trainer.test):"),
+        ]
+        for line in (
+            lines
+        ):  # "R (trainer.X): pid P, forked from the fork server S; PL_GLOBAL_SEED=N, deterministic=B"
+            assert line.endswith(f"PL_GLOBAL_SEED={job['seed']}, deterministic=True"), line
+            ranks.add(int(line.split(" pid ", 1)[1].split(",")[0]))
+            servers.add(int(line.split("fork server ", 1)[1].split(";")[0]))
+    assert len(ranks) == 8 and len(servers) == 1 and not servers & {jobs[0]["pid"], os.getpid()}
+    assert jobs[0]["pid"] == jobs[1]["pid"]  # one job process: its fork server served both jobs
 
 
 def test_data_size_sweep_is_reported_against_data_size(tmp_path):

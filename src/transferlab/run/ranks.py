@@ -1,0 +1,113 @@
+"""How a DDP job inside a Hydra multirun starts its ranks: forked from one fork server per job process.
+
+Lightning's multiprocessing launcher starts the ranks again for every `trainer.fit`, `validate` and
+`test` call; with `start_method=spawn` each start is a fresh interpreter importing torch, Lightning and
+timm. Here they fork from a fork server (`multiprocessing`'s `forkserver`: a clean process, CUDA-safe
+like spawn) that imported the job's libraries once. A forked rank inherits the server's state, not the
+job's, so the launcher hands it what a spawned rank gets: the job's environment (the seed Lightning
+re-applies in each rank is `PL_GLOBAL_SEED`), `torch.use_deterministic_algorithms`, cudnn.benchmark and
+the random generators' states, and the parameters as private copies. Rank 0 logs to the job's log files,
+rank k to `<name>_ddp_process_<k>.log` beside them (the names Lightning's script launcher gives).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.strategies.launchers.multiprocessing import _disable_module_memory_sharing
+from pytorch_lightning.accelerators import CPUAccelerator
+from pytorch_lightning.strategies.launchers.multiprocessing import (
+    _GlobalStateSnapshot,
+    _MultiProcessingLauncher,
+)
+
+from transferlab.run.runtime import lightning_logs_to_the_job
+
+log = logging.getLogger("transferlab")
+
+# What a rank unpickles and runs (the job's modules, and through them torch, Lightning, timm, Hydra).
+PRELOAD = ["transferlab.run.job", "transferlab.train"]
+
+
+@dataclass
+class JobState:
+    """What a spawned rank would have of the job process: its environment, torch's global flags and
+    random states, and where its log lines go."""
+
+    environ: dict[str, str]
+    torch_state: _GlobalStateSnapshot
+    log_files: list[tuple[str, logging.Formatter | None, int]]
+    log_level: int
+
+    @classmethod
+    def capture(cls) -> JobState:
+        root = logging.getLogger()
+        files = [
+            (h.baseFilename, h.formatter, h.level)
+            for h in root.handlers
+            if isinstance(h, logging.FileHandler)
+        ]
+        return cls(dict(os.environ), _GlobalStateSnapshot.capture(), files, root.level)
+
+    def restore(self, rank: int) -> None:
+        os.environ.clear()
+        os.environ.update(self.environ)
+        self.torch_state.restore()
+        root = logging.getLogger()
+        for path, formatter, level in self.log_files:
+            if rank:
+                path = str(Path(path).with_name(f"{Path(path).stem}_ddp_process_{rank}.log"))
+            handler = logging.FileHandler(path, mode="a")
+            handler.setFormatter(formatter)
+            handler.setLevel(level)
+            root.addHandler(handler)
+        root.setLevel(self.log_level)
+        lightning_logs_to_the_job()
+
+
+class ForkServerLauncher(_MultiProcessingLauncher):
+    """Lightning's multiprocessing launcher with `start_method=forkserver`, each rank given the job's
+    state as `spawn` gives it (see the module's docstring)."""
+
+    def __init__(self, strategy: Any) -> None:
+        super().__init__(strategy, start_method="forkserver")
+        self._job: JobState | None = None
+
+    def launch(self, function: Any, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        multiprocessing.set_forkserver_preload(PRELOAD)  # read when the server starts, once per process
+        # Lightning sets MASTER_PORT itself right after; set here first so the ranks' environment has it.
+        os.environ["MASTER_PORT"] = str(self._strategy.cluster_environment.main_port)
+        self._job = JobState.capture()
+        return super().launch(function, *args, trainer=trainer, **kwargs)
+
+    def _wrapping_function(
+        self,
+        process_idx: int,
+        trainer: Any,
+        function: Any,
+        args: Any,
+        kwargs: Any,
+        return_queue: Any,
+        global_states: Any = None,
+    ) -> None:
+        assert self._job is not None
+        self._job.restore(process_idx)
+        if isinstance(self._strategy.accelerator, CPUAccelerator):  # as Lightning does for spawn
+            args, kwargs = _disable_module_memory_sharing((args, kwargs))
+        log.info(
+            "DDP rank %d (trainer.%s): pid %d, forked from the fork server %d; PL_GLOBAL_SEED=%s, "
+            "deterministic=%s",
+            process_idx,
+            trainer.state.fn.value if trainer is not None else "?",
+            os.getpid(),
+            os.getppid(),
+            os.environ.get("PL_GLOBAL_SEED"),
+            torch.are_deterministic_algorithms_enabled(),
+        )
+        super()._wrapping_function(process_idx, trainer, function, args, kwargs, return_queue)
