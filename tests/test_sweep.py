@@ -185,14 +185,17 @@ def test_submitit_local_launcher_runs_a_job(tmp_path):
 
 def test_ray_launcher_runs_the_sweep_on_a_local_ray_cluster(tmp_path):
     """hydra/launcher=ray (Hydra's Ray launcher plugin): Ray starts a local cluster and runs each job in a
-    Ray worker process; results and the report are the same as with any launcher."""
+    Ray worker process (with one CPU, both in one worker, as on a cluster smaller than the sweep); results
+    and the report are the same as with any launcher."""
     out, sweep = run_sweep(
         tmp_path,
         "hydra/launcher=ray",
-        "+hydra.launcher.ray.init.num_cpus=2",
+        "+hydra.launcher.ray.init.num_cpus=1",  # one worker process runs both jobs, one after the other
+        "+hydra.launcher.ray.init.include_dashboard=false",
         "debug=fast",
         "strategy=linear_probe,full",
-        fresh=True,  # Ray's driver: a process of its own
+        fresh=True,  # Ray's driver: a process of its own (its exit shuts the local cluster down; a fork's
+        # os._exit leaves Ray's dashboard and runtime-env agents running)
     )
     jobs = results(sweep)
     assert [(r["status"], r["strategy"]) for r in jobs] == [("ok", "linear_probe"), ("ok", "full")]
