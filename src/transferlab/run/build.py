@@ -24,7 +24,7 @@ from transferlab.run.checkpoint import AtomicCheckpointIO, last_checkpoint, step
 from transferlab.run.divergence import DivergenceGuard
 from transferlab.run.loggers import build_loggers
 from transferlab.run.pretrain import SOURCE, ensure_source
-from transferlab.run.ranks import ForkServerLauncher
+from transferlab.run.ranks import START_METHOD, ForkServerLauncher
 from transferlab.run.resume import StartPlan
 from transferlab.run.resume_repair import ResumeRepair
 from transferlab.run.runtime import is_multirun
@@ -127,12 +127,14 @@ def build_trainer(cfg: DictConfig, out: Path, plan: StartPlan, callbacks: list[p
         # Lightning's script launcher starts each rank by re-running the command line, which inside `-m`
         # re-runs the whole sweep (Lightning #15737). Ranks forked from a fork server run just this job.
         log.info(
-            "Inside a Hydra multirun: DDP starts its %d processes with start_method=forkserver.",
+            "Inside a Hydra multirun: DDP starts its %d processes with start_method=%s.",
             launcher.num_processes,
+            START_METHOD,
         )
         trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
         trainer = build(OmegaConf.create({**trainer_cfg, "strategy": _spawned(cfg.trainer.strategy)}))
-        trainer.strategy._launcher = ForkServerLauncher(trainer.strategy)
+        if START_METHOD == "forkserver":
+            trainer.strategy._launcher = ForkServerLauncher(trainer.strategy)
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and in_loky_worker():
         # The ranks copy the parent's start method, and a joblib (loky) worker's is "loky", which they
         # cannot load: they die at start and the job hangs. Give them the plain "spawn".
@@ -144,7 +146,7 @@ def _spawned(strategy: Any) -> Any:
     """The DDP strategy with a multiprocessing launcher (replaced by the fork server's)."""
     if isinstance(strategy, str):
         return strategy.replace("ddp", "ddp_spawn", 1)
-    return {**OmegaConf.to_container(strategy, resolve=True), "start_method": "forkserver"}
+    return {**OmegaConf.to_container(strategy, resolve=True), "start_method": START_METHOD}
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:

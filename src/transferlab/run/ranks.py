@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.strategies.launchers.multiprocessing import _disable_module_memory_sharing
+from lightning_fabric.strategies.launchers.multiprocessing import (
+    _check_missing_main_guard,
+    _disable_module_memory_sharing,
+)
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.strategies.launchers.multiprocessing import (
     _GlobalStateSnapshot,
@@ -33,6 +36,8 @@ log = logging.getLogger("transferlab")
 
 # What a rank unpickles and runs (the job's modules, and through them torch, Lightning, timm, Hydra).
 PRELOAD = ["transferlab.run.job", "transferlab.train"]
+# Where there is no fork server (Windows), ranks are spawned.
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 @dataclass
@@ -80,6 +85,7 @@ class ForkServerLauncher(_MultiProcessingLauncher):
         self._job: JobState | None = None
 
     def launch(self, function: Any, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        _check_missing_main_guard()  # a rank imports the main script too: an unguarded one reruns the sweep
         multiprocessing.set_forkserver_preload(PRELOAD)  # read when the server starts, once per process
         # Lightning sets MASTER_PORT itself right after; set here first so the ranks' environment has it.
         os.environ["MASTER_PORT"] = str(self._strategy.cluster_environment.main_port)
