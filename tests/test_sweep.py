@@ -208,7 +208,8 @@ def test_ray_launcher_runs_the_sweep_on_a_local_ray_cluster(tmp_path):
 def test_ddp_jobs_inside_a_multirun_fork_their_ranks_from_one_fork_server(tmp_path):
     """Lightning's script launcher would re-run the whole sweep per rank; inside -m the ranks of every
     trainer call of every job fork from one fork server (one fresh interpreter for all 8 ranks here: it
-    was 8 spawned ones), and get the job's seed and deterministic flag as spawned ranks would."""
+    was 8 spawned ones), and get the job's seed, deterministic flag and own copy of the weights as spawned
+    ranks would."""
     _, sweep = run_sweep(
         tmp_path,
         "trainer=ddp_cpu",
@@ -236,10 +237,11 @@ def test_ddp_jobs_inside_a_multirun_fork_their_ranks_from_one_fork_server(tmp_pa
             ("1", "(trainer.fit):"),
             ("1", "(trainer.test):"),
         ]
-        for line in (
-            lines
-        ):  # "R (trainer.X): pid P, forked from the fork server S; PL_GLOBAL_SEED=N, deterministic=B"
-            assert line.endswith(f"PL_GLOBAL_SEED={job['seed']}, deterministic=True"), line
+        for line in lines:  # "R (trainer.X): pid P, forked from the fork server S; PL_GLOBAL_SEED=N, ..."
+            seed_and_state = f"PL_GLOBAL_SEED={job['seed']}, deterministic=True, tensors shared with other"
+            assert line.endswith(f"{seed_and_state} processes: 0"), (
+                line
+            )  # own weights: not every rank's steps
             ranks.add(int(line.split(" pid ", 1)[1].split(",")[0]))
             servers.add(int(line.split("fork server ", 1)[1].split(";")[0]))
     assert len(ranks) == 8 and len(servers) == 1 and not servers & {jobs[0]["pid"], os.getpid()}

@@ -12,6 +12,7 @@ rank k to `<name>_ddp_process_<k>.log` beside them (the names Lightning's script
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from lightning_fabric.strategies.launchers.multiprocessing import (
     _check_missing_main_guard,
     _disable_module_memory_sharing,
 )
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.strategies.launchers.multiprocessing import (
     _GlobalStateSnapshot,
@@ -108,12 +110,26 @@ class ForkServerLauncher(_MultiProcessingLauncher):
             args, kwargs = _disable_module_memory_sharing((args, kwargs))
         log.info(
             "DDP rank %d (trainer.%s): pid %d, forked from the fork server %d; PL_GLOBAL_SEED=%s, "
-            "deterministic=%s",
+            "deterministic=%s, tensors shared with other processes: %d",
             process_idx,
             trainer.state.fn.value if trainer is not None else "?",
             os.getpid(),
             os.getppid(),
             os.environ.get("PL_GLOBAL_SEED"),
             torch.are_deterministic_algorithms_enabled(),
+            shared_tensors((args, kwargs)),
         )
         super()._wrapping_function(process_idx, trainer, function, args, kwargs, return_queue)
+
+
+def shared_tensors(data: Any) -> int:
+    """How many parameters and buffers of the modules in `data` are in shared memory (a rank must train
+    its own copy: shared ones take every rank's optimizer step)."""
+    counts: list[int] = []
+
+    def count(module: torch.nn.Module) -> torch.nn.Module:
+        counts.append(sum(t.is_shared() for t in itertools.chain(module.parameters(), module.buffers())))
+        return module
+
+    apply_to_collection(data, function=count, dtype=torch.nn.Module)
+    return sum(counts)
