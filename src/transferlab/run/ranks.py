@@ -49,14 +49,14 @@ class JobState:
 
     environ: dict[str, str]
     torch_state: _GlobalStateSnapshot
-    log_files: list[tuple[str, logging.Formatter | None, int]]
+    log_files: list[tuple[str, str | None, str | None, int]]  # path, format, date format, level
     log_level: int
 
     @classmethod
     def capture(cls) -> JobState:
         root = logging.getLogger()
         files = [
-            (h.baseFilename, h.formatter, h.level)
+            (h.baseFilename, *_formats(h.formatter), h.level)
             for h in root.handlers
             if isinstance(h, logging.FileHandler)
         ]
@@ -67,15 +67,22 @@ class JobState:
         os.environ.update(self.environ)
         self.torch_state.restore()
         root = logging.getLogger()
-        for path, formatter, level in self.log_files:
+        for path, fmt, datefmt, level in self.log_files:
             if rank:
                 path = str(Path(path).with_name(f"{Path(path).stem}_ddp_process_{rank}.log"))
             handler = logging.FileHandler(path, mode="a")
-            handler.setFormatter(formatter)
+            handler.setFormatter(logging.Formatter(fmt, datefmt))
             handler.setLevel(level)
             root.addHandler(handler)
         root.setLevel(self.log_level)
         lightning_logs_to_the_job()
+
+
+def _formats(formatter: logging.Formatter | None) -> tuple[str | None, str | None]:
+    """A formatter's format strings (a formatter of a user's class may not pickle; its strings do)."""
+    if formatter is None:
+        return None, None
+    return getattr(formatter, "_fmt", None), formatter.datefmt
 
 
 class ForkServerLauncher(_MultiProcessingLauncher):
