@@ -16,6 +16,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from pytorch_lightning.strategies.launchers.multiprocessing import (
     _GlobalStateSnapshot,
     _MultiProcessingLauncher,
 )
+from torch.multiprocessing import ProcessRaisedException
 
 from transferlab.run.runtime import lightning_logs_to_the_job
 
@@ -92,6 +94,7 @@ class ForkServerLauncher(_MultiProcessingLauncher):
     def __init__(self, strategy: Any) -> None:
         super().__init__(strategy, start_method="forkserver")
         self._job: JobState | None = None
+        self._errors: Any = None  # a queue for the ranks' exceptions, made per launch
 
     def launch(self, function: Any, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         _check_missing_main_guard()  # a rank imports the main script too: an unguarded one reruns the sweep
@@ -99,7 +102,16 @@ class ForkServerLauncher(_MultiProcessingLauncher):
         # Lightning sets MASTER_PORT itself right after; set here first so the ranks' environment has it.
         os.environ["MASTER_PORT"] = str(self._strategy.cluster_environment.main_port)
         self._job = JobState.capture()
-        return super().launch(function, *args, trainer=trainer, **kwargs)
+        # A rank's error reaches the job as itself (a DivergedError: status diverged), not as text.
+        self._errors = errors = multiprocessing.get_context("forkserver").SimpleQueue()
+        try:
+            return super().launch(function, *args, trainer=trainer, **kwargs)
+        except ProcessRaisedException as exc:
+            if errors.empty():
+                raise
+            raise rebuild(*errors.get()) from exc
+        finally:
+            self._errors = None  # a queue pickles only while starting processes
 
     def _wrapping_function(
         self,
@@ -126,7 +138,32 @@ class ForkServerLauncher(_MultiProcessingLauncher):
             torch.are_deterministic_algorithms_enabled(),
             shared_tensors((args, kwargs)),
         )
-        super()._wrapping_function(process_idx, trainer, function, args, kwargs, return_queue)
+        try:
+            super()._wrapping_function(process_idx, trainer, function, args, kwargs, return_queue)
+        except Exception as exc:  # torch sends the parent only its traceback's text
+            if (portable := portable_error(exc)) is not None:
+                self._errors.put(portable)
+            raise
+
+
+def portable_error(exc: BaseException) -> tuple[type, tuple, dict] | None:
+    """`exc` as (class, args, attributes) when they pickle: an exception whose __init__ takes more than its
+    message (DivergedError) does not unpickle as itself, but rebuilds from these."""
+    parts = (type(exc), exc.args, dict(vars(exc)))
+    try:
+        data = pickle.dumps(parts)
+        pickle.loads(data)
+    except Exception:
+        return None
+    return parts if len(data) < 16384 else None  # a pipe's buffer holds it: the put never blocks
+
+
+def rebuild(cls: type, args: tuple, attributes: dict) -> BaseException:
+    """The exception `portable_error` took apart."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    vars(exc).update(attributes)
+    return exc
 
 
 def shared_tensors(data: Any) -> int:

@@ -1,0 +1,25 @@
+"""DDP ranks forked from the fork server: what crosses back from a rank (its exception, as itself)."""
+
+from __future__ import annotations
+
+import threading
+
+from transferlab.core.errors import DivergedError
+from transferlab.run.ranks import portable_error, rebuild
+
+
+def test_a_ranks_diverged_error_reaches_the_job_as_itself():
+    """Pickled as is, a DivergedError does not unpickle (its __init__ takes step, learning rate and loss);
+    taken apart and rebuilt it keeps its class, message and details, so the job records `diverged`."""
+    error = DivergedError("Training diverged at step 1", step=1, learning_rate=7.5, loss=1.2e11)
+    back = rebuild(*portable_error(error))
+    assert type(back) is DivergedError and str(back) == "Training diverged at step 1"
+    assert back.details == {"step": 1, "learning_rate": 7.5, "loss": 1.2e11}
+
+
+def test_an_error_that_cannot_cross_stays_the_ranks_traceback():
+    unpicklable = RuntimeError("boom")
+    unpicklable.lock = threading.Lock()
+    huge = ValueError("x" * 20000)  # more than a pipe's buffer: the rank's put would block
+    assert portable_error(unpicklable) is None and portable_error(huge) is None
+    assert rebuild(*portable_error(ValueError("small"))).args == ("small",)
