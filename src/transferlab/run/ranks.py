@@ -2,12 +2,14 @@
 
 Lightning's multiprocessing launcher starts the ranks again for every `trainer.fit`, `validate` and
 `test` call; with `start_method=spawn` each start is a fresh interpreter importing torch, Lightning and
-timm. Here they fork from a fork server (`multiprocessing`'s `forkserver`: a clean process, CUDA-safe
-like spawn) that imported the job's libraries once. A forked rank inherits the server's state, not the
+timm. Here they fork from a fork server (`multiprocessing`'s `forkserver`) that imported the job's
+libraries once: a fresh process, and none of the modules it imports touches CUDA, so its forks can use
+CUDA as spawned processes can. A forked rank inherits the server's state, not the
 job's, so the launcher hands it what a spawned rank gets: the job's environment (the seed Lightning
 re-applies in each rank is `PL_GLOBAL_SEED`), `torch.use_deterministic_algorithms`, cudnn.benchmark and
 the random generators' states, and the parameters as private copies. Rank 0 logs to the job's log files,
-rank k to `<name>_ddp_process_<k>.log` beside them (the names Lightning's script launcher gives).
+rank k to `<name>_ddp_process_<k>.log` beside them (the names Lightning's script launcher gives), and a
+rank's exception reaches the job as itself (a `DivergedError` gives the job `status: diverged`).
 """
 
 from __future__ import annotations
