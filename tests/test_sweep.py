@@ -217,6 +217,9 @@ def test_ddp_jobs_inside_a_multirun_fork_their_ranks_from_one_fork_server(tmp_pa
         "trainer.deterministic=true",
         "dataset.classes=[0,1,2]",
         "seed=0,1",  # the fork server starts in job 0: job 1's ranks must not keep job 0's seed
+        # The sweep's process is fresh, as every launcher's job process is: in a fork of this test process
+        # (which has asked torch about CUDA, as any Trainer does) Lightning refuses to start ranks.
+        fresh=True,
     )
     jobs = results(sweep)
     assert [(j["status"], j["seed"]) for j in jobs] == [("ok", 0), ("ok", 1)]

@@ -28,7 +28,7 @@ from lightning_fabric.strategies.launchers.multiprocessing import (
     _check_missing_main_guard,
     _disable_module_memory_sharing,
 )
-from lightning_utilities.core.apply_func import apply_to_collection
+from lightning_fabric.utilities.apply_func import apply_to_collection
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.strategies.launchers.multiprocessing import (
     _GlobalStateSnapshot,
