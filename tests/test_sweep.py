@@ -242,9 +242,9 @@ def test_ddp_jobs_inside_a_multirun_fork_their_ranks_from_one_fork_server(tmp_pa
         ]
         for line in lines:  # "R (trainer.X): pid P, forked from the fork server S; PL_GLOBAL_SEED=N, ..."
             seed_and_state = f"PL_GLOBAL_SEED={job['seed']}, deterministic=True, tensors shared with other"
-            assert line.endswith(f"{seed_and_state} processes: 0"), (
-                line
-            )  # own weights: not every rank's steps
+            # own weights (not every rank's steps), and a fork in which CUDA would initialize: the fork
+            # server never asked the driver anything (even torch.cuda.is_available() would spoil that)
+            assert line.endswith(f"{seed_and_state} processes: 0, CUDA usable after the fork: True"), line
             ranks.add(int(line.split(" pid ", 1)[1].split(",")[0]))
             servers.add(int(line.split("fork server ", 1)[1].split(";")[0]))
     assert len(ranks) == 8 and len(servers) == 1 and not servers & {jobs[0]["pid"], os.getpid()}

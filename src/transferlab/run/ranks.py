@@ -131,7 +131,7 @@ class ForkServerLauncher(_MultiProcessingLauncher):
             args, kwargs = _disable_module_memory_sharing((args, kwargs))
         log.info(
             "DDP rank %d (trainer.%s): pid %d, forked from the fork server %d; PL_GLOBAL_SEED=%s, "
-            "deterministic=%s, tensors shared with other processes: %d",
+            "deterministic=%s, tensors shared with other processes: %d, CUDA usable after the fork: %s",
             process_idx,
             trainer.state.fn.value if trainer is not None else "?",
             os.getpid(),
@@ -139,6 +139,7 @@ class ForkServerLauncher(_MultiProcessingLauncher):
             os.environ.get("PL_GLOBAL_SEED"),
             torch.are_deterministic_algorithms_enabled(),
             shared_tensors((args, kwargs)),
+            not torch.cuda._is_in_bad_fork(),  # False if the server had asked the driver anything
         )
         try:
             super()._wrapping_function(process_idx, trainer, function, args, kwargs, return_queue)
