@@ -17,7 +17,7 @@ from transferlab.evaluation.calibration import fit_temperature
 from transferlab.evaluation.scoring import loader_of, predict
 from transferlab.evaluation.sets import build_eval_sets
 from transferlab.evaluation.shifts import SHIFTS
-from transferlab.evaluation.wise import interpolate, load_anchor, logits_by_alpha
+from transferlab.evaluation.wise import curve, interpolate, load_anchor, logits_by_alpha
 from transferlab.run import build
 from transferlab.run.job import train
 from transferlab.strategies import build_strategy
@@ -128,6 +128,20 @@ def test_the_wise_curve_reads_each_sample_once_and_scores_each_alpha_as_its_own_
             assert torch.equal(outputs[alpha][name][0], logits), (alpha, name)
             assert torch.equal(outputs[alpha][name][1], labels)
     assert not torch.equal(outputs[0.0]["test"][0], outputs[1.0]["test"][0])
+
+
+def test_a_repeated_alpha_scores_each_sample_once_and_keeps_its_point_on_the_curve():
+    torch.manual_seed(0)
+    net = TinyNet()
+    tuned = {k: v.clone() for k, v in net.state_dict().items()}
+    anchor = {k: v + 1 if v.is_floating_point() else v for k, v in tuned.items()}
+    sets = {"val": CountingSet(10), "test": CountingSet(7)}
+    loaders = {name: loader_of(data, batch_size=4) for name, data in sets.items()}
+    outputs = logits_by_alpha(net, anchor, [0.5, 0.5, 1.0], loaders)
+    # each sample once per alpha (twice, the confusion matrix of wise.apply counted every test image twice)
+    assert [len(outputs[0.5][n][1]) for n in sets] == [10, 7] == [len(outputs[1.0][n][0]) for n in sets]
+    result, _ = curve(net, anchor, [0.5, 0.5, 1.0], loaders, lambda by_set: {"val/acc": 0.0})
+    assert [p["alpha"] for p in result["curve"]] == result["alphas"] == [0.5, 0.5, 1.0]  # one point each
 
 
 @pytest.fixture(scope="module")

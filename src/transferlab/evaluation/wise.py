@@ -62,7 +62,7 @@ def curve(
     alpha). Also returns each alpha's (logits, labels) per loader. The module holds its fine-tuned
     weights again afterwards."""
     outputs = logits_by_alpha(module, anchor, [float(a) for a in alphas], loaders, autocast)
-    points = [{"alpha": alpha, **score(by_set)} for alpha, by_set in outputs.items()]
+    points = [{"alpha": float(alpha), **score(outputs[float(alpha)])} for alpha in alphas]  # one per entry
     sign = 1.0 if mode == "max" else -1.0
     best = max(points, key=lambda p: (sign * p[selected_on], p["alpha"]))
     result = {
@@ -86,6 +86,7 @@ def logits_by_alpha(
     on the CPU. Each batch is read once and scored at every alpha, so decoding and shifting the evaluation
     sets costs one pass, not one per alpha; the weights are interpolated per batch from the anchor and the
     fine-tuned weights (two extra copies of the network in memory, not one per alpha)."""
+    alphas = list(dict.fromkeys(alphas))  # a repeated alpha is scored once (its samples counted once)
     device = next(module.parameters()).device
     finetuned = {k: v.to(device) for k, v in model_state(module).items()}
     start = {k: v.to(device) for k, v in anchor.items()}
