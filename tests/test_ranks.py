@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from transferlab.core.errors import DivergedError
-from transferlab.run.ranks import portable_error, rebuild
+from transferlab.run.ranks import JobState, portable_error, rebuild
 
 
 def test_a_ranks_diverged_error_reaches_the_job_as_itself():
@@ -23,3 +23,32 @@ def test_an_error_that_cannot_cross_stays_the_ranks_traceback():
     huge = ValueError("x" * 20000)  # more than a pipe's buffer: the rank's put would block
     assert portable_error(unpicklable) is None and portable_error(huge) is None
     assert rebuild(*portable_error(ValueError("small"))).args == ("small",)
+
+
+def test_a_rank_writes_the_jobs_log_lines_with_a_brace_style_formatter(tmp_path):
+    """A job's file handler with `style: '{'` (dictConfig) gives rank 1 the same lines in its own file; the
+    format read as '%' raised 'Invalid format' in the rank, and every DDP job in a multirun failed."""
+    import logging
+    import os
+
+    root = logging.getLogger()
+    handler = logging.FileHandler(tmp_path / "train.log")
+    handler.setFormatter(logging.Formatter("{levelname}|{name}|{message}", style="{"))
+    root.addHandler(handler)
+    try:
+        state = JobState.capture()
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    pid = os.fork()  # a rank restores the job's state in a process of its own
+    if pid == 0:
+        code = 1
+        try:
+            state.restore(1)
+            logging.getLogger("transferlab").warning("from rank %d", 1)
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    lines = (tmp_path / "train_ddp_process_1.log").read_text().splitlines()
+    assert lines == ["WARNING|transferlab|from rank 1"]

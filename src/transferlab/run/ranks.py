@@ -53,7 +53,7 @@ class JobState:
 
     environ: dict[str, str]
     torch_state: _GlobalStateSnapshot
-    log_files: list[tuple[str, str | None, str | None, int]]  # path, format, date format, level
+    log_files: list[tuple[str, str | None, str | None, str, int]]  # path, format, date format, style, level
     log_level: int
 
     @classmethod
@@ -71,22 +71,32 @@ class JobState:
         os.environ.update(self.environ)
         self.torch_state.restore()
         root = logging.getLogger()
-        for path, fmt, datefmt, level in self.log_files:
-            if rank:
-                path = str(Path(path).with_name(f"{Path(path).stem}_ddp_process_{rank}.log"))
-            handler = logging.FileHandler(path, mode="a")
-            handler.setFormatter(logging.Formatter(fmt, datefmt))
-            handler.setLevel(level)
+        for handler in self.handlers(rank):
             root.addHandler(handler)
         root.setLevel(self.log_level)
         lightning_logs_to_the_job()
 
+    def handlers(self, rank: int) -> list[logging.FileHandler]:
+        """The job's log file handlers for `rank` (rank k writes `<name>_ddp_process_<k>.log`)."""
+        handlers = []
+        for path, fmt, datefmt, style, level in self.log_files:
+            if rank:
+                path = str(Path(path).with_name(f"{Path(path).stem}_ddp_process_{rank}.log"))
+            handler = logging.FileHandler(path, mode="a")
+            handler.setFormatter(logging.Formatter(fmt, datefmt, style))
+            handler.setLevel(level)
+            handlers.append(handler)
+        return handlers
 
-def _formats(formatter: logging.Formatter | None) -> tuple[str | None, str | None]:
-    """A formatter's format strings (a formatter of a user's class may not pickle; its strings do)."""
+
+def _formats(formatter: logging.Formatter | None) -> tuple[str | None, str | None, str]:
+    """A formatter's format strings and style (a formatter of a user's class may not pickle; its strings
+    do). The style matters: a '{' format read as '%' is refused ('Invalid format') and the rank dies."""
     if formatter is None:
-        return None, None
-    return getattr(formatter, "_fmt", None), formatter.datefmt
+        return None, None, "%"
+    kind = type(getattr(formatter, "_style", None))
+    style = next((key for key, (cls, _) in logging._STYLES.items() if kind is cls), "%")
+    return getattr(formatter, "_fmt", None), formatter.datefmt, style
 
 
 class ForkServerLauncher(_MultiProcessingLauncher):
