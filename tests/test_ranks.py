@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import runpy
+import signal
 import threading
+import time
+from pathlib import Path
 
 from transferlab.core.errors import DivergedError
 from transferlab.run.ranks import JobState, portable_error, rebuild
@@ -29,7 +35,6 @@ def test_a_rank_writes_the_jobs_log_lines_with_a_brace_style_formatter(tmp_path)
     """A job's file handler with `style: '{'` (dictConfig) gives rank 1 the same lines in its own file; the
     format read as '%' raised 'Invalid format' in the rank, and every DDP job in a multirun failed."""
     import logging
-    import os
 
     root = logging.getLogger()
     handler = logging.FileHandler(tmp_path / "train.log")
@@ -52,3 +57,43 @@ def test_a_rank_writes_the_jobs_log_lines_with_a_brace_style_formatter(tmp_path)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     lines = (tmp_path / "train_ddp_process_1.log").read_text().splitlines()
     assert lines == ["WARNING|transferlab|from rank 1"]
+
+
+RANK = """
+import os, signal, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background shell ignores it)
+from transferlab.run.job_watch import interrupt_when_the_job_ends
+assert interrupt_when_the_job_ends()
+open(__file__ + ".pid", "w").write(str(os.getpid()))
+try:
+    time.sleep(60)
+    outcome = "slept on"
+except KeyboardInterrupt:
+    outcome = "interrupted"
+open(__file__ + ".end", "w").write(outcome)
+"""
+
+
+def test_a_rank_forked_from_the_fork_server_ends_when_its_job_process_is_killed(tmp_path):
+    """A SIGTERM'd sweep took its spawned ranks with it (torch: SIGINT when the parent dies); a forked
+    rank's parent is the fork server, which outlives the job: without the watch the ranks trained on."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK)
+    pid, end = Path(f"{script}.pid"), Path(f"{script}.end")
+    job = os.fork()
+    if job == 0:  # the job process: starts a rank from a fork server (nothing preloaded), then is killed
+        try:
+            multiprocessing.set_forkserver_preload([])
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.Process(target=runpy.run_path, args=(str(script),), kwargs={"run_name": "__main__"}).start()
+            while not pid.exists():
+                time.sleep(0.01)
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(job, 0)
+    deadline = time.time() + 20
+    while not end.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    if not end.exists():
+        os.kill(int(pid.read_text()), signal.SIGKILL)  # the orphan this test made
+    assert end.exists() and end.read_text() == "interrupted"

@@ -9,7 +9,8 @@ job's, so the launcher hands it what a spawned rank gets: the job's environment 
 re-applies in each rank is `PL_GLOBAL_SEED`), `torch.use_deterministic_algorithms`, cudnn.benchmark and
 the random generators' states, and the parameters as private copies. Rank 0 logs to the job's log files,
 rank k to `<name>_ddp_process_<k>.log` beside them (the names Lightning's script launcher gives), and a
-rank's exception reaches the job as itself (a `DivergedError` gives the job `status: diverged`).
+rank's exception reaches the job as itself (a `DivergedError` gives the job `status: diverged`), and a
+rank is interrupted when the job process exits (a SIGTERM'd sweep), as torch interrupts a spawned one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pytorch_lightning.strategies.launchers.multiprocessing import (
 )
 from torch.multiprocessing import ProcessRaisedException
 
+from transferlab.run.job_watch import interrupt_when_the_job_ends
 from transferlab.run.runtime import lightning_logs_to_the_job
 
 log = logging.getLogger("transferlab")
@@ -137,6 +139,7 @@ class ForkServerLauncher(_MultiProcessingLauncher):
     ) -> None:
         assert self._job is not None
         self._job.restore(process_idx)
+        interrupt_when_the_job_ends()  # a spawned rank's parent is the job; a forked one's the fork server
         if isinstance(self._strategy.accelerator, CPUAccelerator):  # as Lightning does for spawn
             args, kwargs = _disable_module_memory_sharing((args, kwargs))
         log.info(
