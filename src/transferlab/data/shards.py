@@ -30,7 +30,7 @@ from transferlab.core.errors import TransferlabError
 from transferlab.data.datamodule import DataModule
 from transferlab.data.folders import digest_rows
 from transferlab.data.loaders import distributed
-from transferlab.data.pack import INDEX
+from transferlab.data.pack import INDEX, main, pack  # noqa: F401 - importable from here as before
 from transferlab.data.sources import DataSource, FileChecks, StreamingSource
 
 log = logging.getLogger(__name__)
@@ -235,3 +235,7 @@ class ShardStream(IterableDataset):
         data, label = item
         with Image.open(io.BytesIO(data)) as image:
             return self.transform(image.convert("RGB")), label
+
+
+if __name__ == "__main__":  # python -m transferlab.data.shards, as before
+    main()
