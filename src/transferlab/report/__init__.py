@@ -2,8 +2,7 @@
 plots, markdown, W&B; `build` writes the files, `cli` holds the entry points. Names load on first use, so
 importing a submodule (or `transferlab.report.ReportCallback` for Hydra) does not load them all."""
 
-from importlib import import_module
-from typing import Any
+from transferlab.core.lazy import lazy_names
 
 _WHERE = {
     "ReportCallback": "callback",
@@ -18,9 +17,4 @@ _WHERE = {
     "wandb_report": "wandb_views",
 }
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"transferlab.report.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'transferlab.report' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _WHERE)
