@@ -10,7 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from transferlab.core.errors import DivergedError
+import pytest
+
+from transferlab.core.errors import DivergedError, TransferlabError
 from transferlab.run.ranks import JobState, portable_error, rebuild
 
 
@@ -18,27 +20,64 @@ def test_a_ranks_diverged_error_reaches_the_job_as_itself():
     """Pickled as is, a DivergedError does not unpickle (its __init__ takes step, learning rate and loss);
     taken apart and rebuilt it keeps its class, message and details, so the job records `diverged`."""
     error = DivergedError("Training diverged at step 1", step=1, learning_rate=7.5, loss=1.2e11)
-    back = rebuild(*portable_error(error))
+    back = rebuild(portable_error(error))
     assert type(back) is DivergedError and str(back) == "Training diverged at step 1"
     assert back.details == {"step": 1, "learning_rate": 7.5, "loss": 1.2e11}
+
+
+class NeedsTwoArguments(Exception):
+    """A user's exception whose __init__ takes more than its message (plain pickling cannot rebuild it)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+CROSSING = [  # what a rank may raise: each comes back with its class, text and attributes
+    ValueError("dataset.image_size=8 is too small"),
+    KeyError("backbone"),
+    FileNotFoundError(2, "No such file or directory", "/data/x.png"),
+    TransferlabError("strategy.trainable_stages=9: the backbone has 4 stages"),
+    DivergedError("Training diverged at step 3", step=3, learning_rate=10.0, loss=float("inf")),
+    NeedsTwoArguments("bad code", 7),
+    RuntimeError(),
+]
+
+
+@pytest.mark.parametrize("error", CROSSING, ids=lambda e: type(e).__name__)
+def test_each_kind_of_rank_error_reaches_the_job_as_itself(error):
+    back = rebuild(portable_error(error))
+    assert type(back) is type(error) and str(back) == str(error) and back.args == error.args
+    assert vars(back) == vars(error)
+    if isinstance(error, OSError):  # what core.explain names the file by
+        assert (back.errno, back.filename) == (error.errno, error.filename)
 
 
 def test_an_error_that_cannot_cross_stays_the_ranks_traceback():
     unpicklable = RuntimeError("boom")
     unpicklable.lock = threading.Lock()
     huge = ValueError("x" * 20000)  # more than a pipe's buffer: the rank's put would block
+    holds_huge = RuntimeError("small")
+    holds_huge.payload = b"x" * 20000
     assert portable_error(unpicklable) is None and portable_error(huge) is None
-    assert rebuild(*portable_error(ValueError("small"))).args == ("small",)
+    assert portable_error(holds_huge) is None
+    assert rebuild(portable_error(ValueError("small"))).args == ("small",)
 
 
-def test_a_rank_writes_the_jobs_log_lines_with_a_brace_style_formatter(tmp_path):
-    """A job's file handler with `style: '{'` (dictConfig) gives rank 1 the same lines in its own file; the
-    format read as '%' raised 'Invalid format' in the rank, and every DDP job in a multirun failed."""
+STYLES = {"%": "%(levelname)s|%(name)s|%(message)s", "{": "{levelname}|{name}|{message}"}
+STYLES["$"] = "${levelname}|${name}|${message}"
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_rank_writes_the_jobs_log_lines_in_the_jobs_format_style(tmp_path, style):
+    """A job's file handler in any of logging's styles (dictConfig `style:`) gives rank 1 the same lines
+    in its own file; a '{' format read as '%' raised 'Invalid format' in the rank, and every DDP job in a
+    multirun failed."""
     import logging
 
     root = logging.getLogger()
     handler = logging.FileHandler(tmp_path / "train.log")
-    handler.setFormatter(logging.Formatter("{levelname}|{name}|{message}", style="{"))
+    handler.setFormatter(logging.Formatter(STYLES[style], style=style))
     root.addHandler(handler)
     try:
         state = JobState.capture()

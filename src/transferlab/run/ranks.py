@@ -123,7 +123,7 @@ class ForkServerLauncher(_MultiProcessingLauncher):
         except ProcessRaisedException as exc:
             if errors.empty():
                 raise
-            raise rebuild(*errors.get()) from exc
+            raise rebuild(errors.get()) from exc
         finally:
             self._errors = None  # a queue pickles only while starting processes
 
@@ -162,20 +162,28 @@ class ForkServerLauncher(_MultiProcessingLauncher):
             raise
 
 
-def portable_error(exc: BaseException) -> tuple[type, tuple, dict] | None:
-    """`exc` as (class, args, attributes) when they pickle: an exception whose __init__ takes more than its
-    message (DivergedError) does not unpickle as itself, but rebuilds from these."""
-    parts = (type(exc), exc.args, dict(vars(exc)))
-    try:
-        data = pickle.dumps(parts)
-        pickle.loads(data)
-    except Exception:
-        return None
-    return parts if len(data) < 16384 else None  # a pipe's buffer holds it: the put never blocks
+def portable_error(exc: BaseException) -> bytes | None:
+    """`exc` pickled so that it unpickles as itself: whole where it round-trips (an OSError keeps its errno
+    and file name), otherwise as class, args and attributes (an exception whose __init__ takes more than
+    its message, as DivergedError's, does not unpickle whole). None when neither works or it is over
+    16 KiB (a pipe's buffer holds it: the rank's put never blocks)."""
+    for parts in ((exc,), (type(exc), exc.args, dict(vars(exc)))):
+        try:
+            data = pickle.dumps(parts)
+            back = rebuild(data)
+        except Exception:
+            continue
+        if type(back) is type(exc) and str(back) == str(exc):
+            return data if len(data) < 16384 else None
+    return None
 
 
-def rebuild(cls: type, args: tuple, attributes: dict) -> BaseException:
-    """The exception `portable_error` took apart."""
+def rebuild(data: bytes) -> BaseException:
+    """The exception `portable_error` pickled (from a rank of this job: pickle's trust is torch's own)."""
+    parts = pickle.loads(data)
+    if len(parts) == 1:
+        return parts[0]
+    cls, args, attributes = parts
     exc = cls.__new__(cls)
     exc.args = args
     vars(exc).update(attributes)
